@@ -1,0 +1,77 @@
+//! Who a connection is. The kernel says which uid connected (`SO_PEERCRED`); the request
+//! string never carries identity (DESIGN §2).
+//!
+//! - The service account (`pipe`, whose authorized_keys lines are written by `pipe-admin`)
+//!   may assert `--user NAME --key FP`: the admin wrote those words, not the client.
+//! - Any other uid is its own Unix user name; asserting a different name is refused.
+//! - uid 0 is the admin.
+
+use crate::exit::Exit;
+use crate::request::UserName;
+
+/// The caller, as the broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// The key fingerprint the admin's key line named, when there is one.
+    pub key: Option<String>,
+    pub admin: bool,
+}
+
+/// Refusal text for every identity failure: the same as for a topic one may not see, so a
+/// probe learns nothing.
+pub const DENIED: &str = "access denied";
+
+/// Resolves the peer. `asserted` is the `(user, key)` a forced command put in the hello.
+pub fn resolve(
+    uid: u32,
+    service_uid: Option<u32>,
+    asserted_user: Option<&str>,
+    asserted_key: Option<&str>,
+) -> Result<Identity, (Exit, String)> {
+    let denied = || (Exit::Denied, DENIED.to_string());
+    let own = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or_else(denied)?;
+    match asserted_user {
+        Some(name) if Some(uid) == service_uid => {
+            let name = UserName::new(name).map_err(|_| denied())?;
+            Ok(Identity {
+                user: name.as_str().to_string(),
+                key: asserted_key.map(str::to_string),
+                admin: false,
+            })
+        }
+        Some(name) if name != own => Err(denied()),
+        _ => Ok(Identity {
+            user: own,
+            key: None,
+            admin: uid == 0,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_service_uid_may_assert_a_user() {
+        let me = nix::unistd::getuid().as_raw();
+        let myname = nix::unistd::User::from_uid(me.into())
+            .unwrap()
+            .unwrap()
+            .name;
+        let as_service = resolve(me, Some(me), Some("alice"), Some("SHA256:x")).unwrap();
+        assert_eq!(as_service.user, "alice");
+        assert!(!as_service.admin);
+        let other = resolve(me, Some(me + 1), Some("alice"), None);
+        assert_eq!(other.unwrap_err().0, Exit::Denied);
+        let plain = resolve(me, None, None, None).unwrap();
+        assert_eq!(plain.user, myname);
+        let same = resolve(me, None, Some(&myname), None).unwrap();
+        assert_eq!(same.user, myname);
+    }
+}

@@ -1,0 +1,380 @@
+//! `piped`, the broker: holds the topics and moves the bytes.
+//!
+//! One task per connection ([`session`]). A connection is one ssh session's `pipe-shell`:
+//! it says hello with the request and the session's stdin and stdout, the broker decides who
+//! it is ([`identity`]), attaches it to a [`topic::Topic`] and reads and writes the passed
+//! descriptors itself ([`fdio`]) until the session ends, then sends the final status.
+//!
+//! Shutdown (SIGTERM, SIGINT) is explicit and bounded: the listener closes, publishers stop
+//! reading, what they had accepted is written to live subscribers for up to the shutdown
+//! deadline, and every client gets a final status (exit 4, "broker shutting down") before
+//! the process exits.
+
+pub mod fdio;
+pub mod identity;
+pub mod session;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use topic::{Owner, Topic, TopicKey};
+
+/// Where the socket lives on an installed system (DESIGN §8).
+pub const DEFAULT_SOCKET: &str = "/run/pipe/piped.sock";
+
+/// Window W (DESIGN §5): how far the slowest subscriber may trail the head. 8 MiB covers a
+/// few seconds of a slow link and several ssh channel windows (2 MiB each), so ordinary
+/// jitter never stalls a publisher, while 1000 busy topics still fit in a small server.
+pub const DEFAULT_WINDOW: usize = 8 * 1024 * 1024;
+
+/// How long a subscriber may make no progress while the window is full before it is dropped
+/// (DESIGN §5): long enough for a laptop's ssh to ride out a Wi-Fi hiccup, short enough
+/// that a stopped `sub` does not hold a live topic for long.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for accepted bytes to reach live subscribers: well under
+/// systemd's default 90 s stop timeout, long enough for a few MiB over slow links.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Connections at once (DESIGN §7): each costs a task, two descriptors and a socket; 4096
+/// stays far below the default 1024·N descriptor limits systemd grants a service.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Sessions per user at once (DESIGN §7): enough for busy scripting, small enough that one
+/// key cannot take the whole connection budget.
+pub const MAX_USER_SESSIONS: usize = 32;
+
+/// Topics one user may have live (DESIGN §7).
+pub const MAX_USER_TOPICS: usize = 128;
+
+/// Public topics live at once per user (DESIGN §7): the shared namespace is small on purpose.
+pub const MAX_PUBLIC_TOPICS: usize = 16;
+
+/// The account `pipe-admin` writes key lines for; only it may assert `--user`.
+pub const DEFAULT_SERVICE_USER: &str = "pipe";
+
+/// Broker settings. Every limit has a named default above.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    /// Group of the socket (mode 0660) and of its directory (0750) when piped creates it.
+    pub socket_group: Option<String>,
+    pub service_user: String,
+    pub window: usize,
+    pub stall_timeout: Duration,
+    pub shutdown_deadline: Duration,
+    pub max_connections: usize,
+    pub max_user_sessions: usize,
+    pub max_user_topics: usize,
+    pub max_public_topics: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_group: None,
+            service_user: DEFAULT_SERVICE_USER.to_string(),
+            window: DEFAULT_WINDOW,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            max_connections: MAX_CONNECTIONS,
+            max_user_sessions: MAX_USER_SESSIONS,
+            max_user_topics: MAX_USER_TOPICS,
+            max_public_topics: MAX_PUBLIC_TOPICS,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("{path}: {source}")]
+    Socket { path: PathBuf, source: io::Error },
+    #[error("{0}: another piped is already listening there")]
+    InUse(PathBuf),
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Shared state of the running broker.
+pub struct Broker {
+    pub config: Config,
+    /// uid allowed to assert identities (`--user`), if the service account exists.
+    pub service_uid: Option<u32>,
+    topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    sessions: Mutex<Sessions>,
+    next_id: AtomicU64,
+    /// Stop taking input; finish what was accepted.
+    pub soft: CancellationToken,
+    /// Stop now.
+    pub hard: CancellationToken,
+}
+
+#[derive(Default)]
+struct Sessions {
+    total: usize,
+    per_user: HashMap<String, usize>,
+}
+
+/// Why a topic or session could not be opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    TooManyConnections,
+    TooManySessions,
+    TooManyTopics,
+    TooManyPublicTopics,
+}
+
+impl Broker {
+    pub fn new(config: Config, service_uid: Option<u32>) -> Broker {
+        Broker {
+            config,
+            service_uid,
+            topics: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
+            next_id: AtomicU64::new(1),
+            soft: CancellationToken::new(),
+            hard: CancellationToken::new(),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<TopicKey, Arc<Topic>>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attaches a session to a topic, creating it within the per-user caps.
+    pub fn open(self: &Arc<Self>, key: TopicKey, user: &str) -> Result<TopicRef, Refused> {
+        let mut topics = self.topics();
+        let topic = match topics.get(&key) {
+            Some(t) => t.clone(),
+            None => {
+                let (mine, public) = topics.keys().fold((0, 0), |(m, p), k| match &k.owner {
+                    Owner::User(u) if u == user => (m + 1, p),
+                    _ => (m, p),
+                });
+                let _ = public;
+                if key.owner == Owner::Public {
+                    let live_public = topics.keys().filter(|k| k.owner == Owner::Public).count();
+                    if live_public >= self.config.max_public_topics {
+                        return Err(Refused::TooManyPublicTopics);
+                    }
+                } else if mine >= self.config.max_user_topics {
+                    return Err(Refused::TooManyTopics);
+                }
+                let t = Arc::new(Topic::new(key.clone(), self.config.window));
+                topics.insert(key, t.clone());
+                t
+            }
+        };
+        topic.enter();
+        Ok(TopicRef {
+            broker: self.clone(),
+            topic,
+        })
+    }
+
+    /// Live topics, for `ls`.
+    pub fn snapshot(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
+    /// Counts a new session against the global and per-user caps.
+    pub fn admit(self: &Arc<Self>, user: &str) -> Result<Admission, Refused> {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if s.total >= self.config.max_connections {
+            return Err(Refused::TooManyConnections);
+        }
+        let mine = s.per_user.get(user).copied().unwrap_or(0);
+        if mine >= self.config.max_user_sessions {
+            return Err(Refused::TooManySessions);
+        }
+        s.total += 1;
+        s.per_user.insert(user.to_string(), mine + 1);
+        Ok(Admission {
+            broker: self.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+/// A session's hold on a topic; leaving forgets the topic when nobody uses it any more.
+pub struct TopicRef {
+    broker: Arc<Broker>,
+    pub topic: Arc<Topic>,
+}
+
+impl Drop for TopicRef {
+    fn drop(&mut self) {
+        let mut topics = self.broker.topics();
+        if self.topic.leave() {
+            topics.remove(&self.topic.key);
+        }
+    }
+}
+
+/// A session's place in the connection caps.
+pub struct Admission {
+    broker: Arc<Broker>,
+    user: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut s = self
+            .broker
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_user.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Creates the listening socket: the directory (0750, when missing) and the socket (0660),
+/// both in `group` when given. A stale socket left by a crashed broker is replaced; a live
+/// one is an error.
+pub fn bind(config: &Config) -> Result<(UnixListener, bool), BrokerError> {
+    let path = &config.socket;
+    let gid = match &config.socket_group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .map_err(io::Error::from)?
+                .ok_or_else(|| BrokerError::UnknownGroup(name.clone()))?
+                .gid,
+        ),
+        None => None,
+    };
+    let sock_err = |source| BrokerError::Socket {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(sock_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(sock_err)?;
+            if let Some(gid) = gid {
+                chown(dir, None, Some(gid.as_raw())).map_err(sock_err)?;
+            }
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BrokerError::InUse(path.clone()));
+        }
+        std::fs::remove_file(path).map_err(sock_err)?;
+    }
+    // The socket is created with the process umask; narrow it for the bind so there is no
+    // moment where the socket is open to everybody.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(sock_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(sock_err)?;
+    if let Some(gid) = gid {
+        chown(path, None, Some(gid.as_raw())).map_err(sock_err)?;
+    }
+    Ok((listener, true))
+}
+
+/// Runs the broker until SIGTERM or SIGINT, then shuts down as described in the module docs.
+pub async fn run(config: Config) -> Result<(), BrokerError> {
+    let (listener, owned) = bind(&config)?;
+    let socket = config.socket.clone();
+    let service_uid = nix::unistd::User::from_name(&config.service_user)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let broker = Arc::new(Broker::new(config, service_uid));
+    let tracker = TaskTracker::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    info!(socket = %socket.display(), "piped listening");
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    tracker.spawn(session::handle(broker.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    drop(listener);
+    if owned {
+        let _ = std::fs::remove_file(&socket);
+    }
+    shutdown(&broker, &tracker).await;
+    Ok(())
+}
+
+async fn shutdown(broker: &Broker, tracker: &TaskTracker) {
+    info!(sessions = tracker.len(), "shutting down");
+    broker.soft.cancel();
+    for topic in broker.snapshot() {
+        topic.wake_all();
+    }
+    tracker.close();
+    if tokio::time::timeout(broker.config.shutdown_deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            sessions = tracker.len(),
+            "shutdown deadline passed; cutting the rest"
+        );
+        broker.hard.cancel();
+        // Each session only has to send its final frame now.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    }
+    info!("stopped");
+}
+
+/// Parses a size such as `8M`, `256K` or `65536` (for `--window`).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1024),
+        b'M' | b'm' => (&s[..s.len() - 1], 1024 * 1024),
+        b'G' | b'g' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// True for paths this broker should never remove (used by tests of `bind`).
+pub fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}

@@ -1,0 +1,720 @@
+//! One topic: a shared ring of reference-counted chunks and a cursor per subscriber
+//! (DESIGN §5).
+//!
+//! Publishers append chunks (at most [`CHUNK`] bytes, cut as they are read). Every chunk
+//! has a byte offset in the topic's stream; a subscriber is just the offset of the next byte
+//! it still has to write. The ring keeps the chunks between the slowest subscriber and the
+//! head, and a publisher may append only while that span is under the window W: the slowest
+//! subscriber paces the topic, nothing is dropped, and memory per topic is bounded by W
+//! (plus one chunk) however many subscribers there are, because they share the chunks.
+//!
+//! A subscriber that makes no progress for the stall timeout while the window is full is cut
+//! off, so one stuck consumer cannot freeze a topic for ever.
+//!
+//! Everything here is synchronous and runs under the topic's mutex; the async waiting lives
+//! in [`super::session`]. The lock is held for bookkeeping only, never across I/O.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::ToClient;
+use crate::request::Dispatch;
+
+/// Largest chunk a publisher cuts: one pipe buffer's worth (Linux pipes hold 64 KiB), so a
+/// chunk usually goes out in one `write` and a slow subscriber holds back at most one
+/// chunk's memory beyond the window.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Most bytes one subscriber takes from the ring per batch: a few pipe buffers, so a fast
+/// subscriber makes few trips through the lock without holding chunks it cannot write yet.
+const BATCH: usize = 256 * 1024;
+
+pub type SessionId = u64;
+pub type SubId = u64;
+
+/// Who owns a topic's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    User(String),
+    Public,
+}
+
+/// A resolved topic: `(owner, name)` or `(public, name)`. Never a concatenated string, so
+/// one user's names cannot collide with another's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicKey {
+    pub owner: Owner,
+    pub name: String,
+}
+
+impl fmt::Display for TopicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.owner {
+            Owner::User(u) => write!(f, "{u}/{}", self.name),
+            Owner::Public => write!(f, "public/{}", self.name),
+        }
+    }
+}
+
+struct Chunk {
+    /// Stream offset of the chunk's first byte.
+    start: u64,
+    data: Bytes,
+    /// The session that published it (a `pipe` client does not get its own writes back).
+    origin: SessionId,
+    /// `None`: every eligible subscriber. `Some(sub)`: round robin, that subscriber only.
+    target: Option<SubId>,
+}
+
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.start + self.data.len() as u64
+    }
+}
+
+struct SubState {
+    id: SubId,
+    session: SessionId,
+    /// Receives chunks its own session published (`pipe -r`).
+    replay: bool,
+    /// Ends when the last publisher leaves (plain `sub`, not `-k` nor `pipe`).
+    ends_with_publishers: bool,
+    /// Offset of the next byte this subscriber has to write.
+    pos: u64,
+    /// Last time `pos` moved, or the subscriber went from caught up to behind.
+    last_progress: Instant,
+    /// The stream ends for this subscriber at this offset.
+    end_at: Option<u64>,
+    wake: Arc<Notify>,
+    kill: CancellationToken,
+}
+
+impl SubState {
+    fn eligible(&self, chunk: &Chunk) -> bool {
+        match chunk.target {
+            Some(t) => t == self.id,
+            None => self.session != chunk.origin || self.replay,
+        }
+    }
+
+    fn receives_from(&self, origin: SessionId) -> bool {
+        self.end_at.is_none() && (self.session != origin || self.replay)
+    }
+}
+
+/// What a subscriber holds while it is attached.
+pub struct SubHandle {
+    pub id: SubId,
+    pub wake: Arc<Notify>,
+    /// Cancelled when the subscriber is dropped for stalling.
+    pub kill: CancellationToken,
+}
+
+/// What a subscriber gets from [`Topic::fetch`].
+pub enum Fetch {
+    /// Slices to write, each with the stream offset of its first byte, and the offset the
+    /// subscriber reaches once all of them are written.
+    Data(Vec<(u64, Bytes)>, u64),
+    /// Nothing to write yet.
+    Idle,
+    /// The stream has ended for this subscriber.
+    Ended,
+    /// The subscriber was dropped.
+    Gone,
+}
+
+/// The outcome of one [`Topic::try_append`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Append {
+    Done,
+    /// Nobody would receive the chunk; it was discarded (`pipe`, `pub -b=false`).
+    Discarded,
+    /// Nobody would receive the chunk and the publisher wants to wait for a receiver.
+    NoReceiver,
+    /// The window is full: wait for the slowest subscriber.
+    Full,
+}
+
+/// A status line for the other members of a `pipe` room.
+struct Member {
+    session: SessionId,
+    ctl: mpsc::Sender<ToClient>,
+}
+
+#[derive(Default)]
+struct State {
+    chunks: VecDeque<Chunk>,
+    /// Offset one past the last appended byte.
+    head: u64,
+    subs: Vec<SubState>,
+    /// Attached `pub` sessions, waiting or sending.
+    publishers: usize,
+    /// `pub -b` sessions waiting for a receiver.
+    waiting: usize,
+    /// `pipe` sessions, for join and leave notices.
+    members: Vec<Member>,
+    /// Sessions of any kind attached; the registry removes the topic at zero.
+    sessions: usize,
+    /// Bytes accepted from publishers over the topic's life.
+    bytes: u64,
+    rr_next: usize,
+    next_sub: SubId,
+}
+
+/// Counters for `ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicStats {
+    pub topic: String,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub waiting: usize,
+    pub bytes: u64,
+    pub age_secs: u64,
+}
+
+pub struct Topic {
+    pub key: TopicKey,
+    window: u64,
+    created: Instant,
+    state: Mutex<State>,
+    /// Woken whenever something a publisher may wait for happens: room in the window, a
+    /// receiver arriving, a subscriber leaving.
+    pub changed: Notify,
+}
+
+impl Topic {
+    pub fn new(key: TopicKey, window: usize) -> Topic {
+        Topic {
+            key,
+            window: window as u64,
+            created: Instant::now(),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the bookkeeping above; the state
+        // is still structurally valid, so later sessions keep working rather than all
+        // panicking in turn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registry bookkeeping: one more session uses this topic.
+    pub fn enter(&self) {
+        self.lock().sessions += 1;
+    }
+
+    /// One session fewer; true when none is left and the topic can be forgotten.
+    pub fn leave(&self) -> bool {
+        let mut st = self.lock();
+        st.sessions = st.sessions.saturating_sub(1);
+        st.sessions == 0
+    }
+
+    pub fn attach_sub(&self, session: SessionId, replay: bool, ends: bool) -> SubHandle {
+        let mut st = self.lock();
+        let id = st.next_sub;
+        st.next_sub += 1;
+        let wake = Arc::new(Notify::new());
+        let kill = CancellationToken::new();
+        let head = st.head;
+        st.subs.push(SubState {
+            id,
+            session,
+            replay,
+            ends_with_publishers: ends,
+            pos: head,
+            last_progress: Instant::now(),
+            end_at: None,
+            wake: wake.clone(),
+            kill: kill.clone(),
+        });
+        drop(st);
+        self.changed.notify_waiters();
+        SubHandle { id, wake, kill }
+    }
+
+    /// Removes a subscriber. Round-robin chunks it was given but had not started are handed
+    /// to the others, so a departing receiver loses none of the work queue.
+    pub fn detach_sub(&self, id: SubId) {
+        let mut st = self.lock();
+        let Some(i) = st.subs.iter().position(|s| s.id == id) else {
+            return;
+        };
+        let gone = st.subs.swap_remove(i);
+        let orphans: Vec<Chunk> = st
+            .chunks
+            .iter_mut()
+            .filter(|c| c.target == Some(id) && c.start >= gone.pos)
+            .map(|c| Chunk {
+                start: c.start,
+                data: std::mem::take(&mut c.data),
+                origin: c.origin,
+                target: None,
+            })
+            .collect();
+        // The old slots stay as empty chunks so offsets remain contiguous.
+        for chunk in orphans {
+            let target = Self::pick_rr(&mut st, chunk.origin);
+            if target.is_some() {
+                Self::push(&mut st, chunk.data, chunk.origin, target);
+            }
+        }
+        Self::trim(&mut st);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Takes the next batch for subscriber `id`, from its offset up to the head.
+    pub fn fetch(&self, id: SubId) -> Fetch {
+        let st = self.lock();
+        let Some(sub) = st.subs.iter().find(|s| s.id == id) else {
+            return Fetch::Gone;
+        };
+        let limit = sub.end_at.unwrap_or(st.head).min(st.head);
+        if sub.pos >= limit {
+            return if sub.end_at.is_some() {
+                Fetch::Ended
+            } else {
+                Fetch::Idle
+            };
+        }
+        let first = st.chunks.partition_point(|c| c.end() <= sub.pos);
+        let mut out = Vec::new();
+        let mut taken = 0usize;
+        let mut reach = sub.pos;
+        for c in st.chunks.range(first..) {
+            if c.start >= limit || taken >= BATCH {
+                break;
+            }
+            reach = c.end().min(limit);
+            if c.data.is_empty() || !sub.eligible(c) {
+                continue;
+            }
+            let from = sub.pos.saturating_sub(c.start) as usize;
+            let to = (limit - c.start).min(c.data.len() as u64) as usize;
+            if from < to {
+                out.push((c.start + from as u64, c.data.slice(from..to)));
+                taken += to - from;
+            }
+        }
+        if out.is_empty() {
+            // Only other subscribers' chunks were due: skip past them at once.
+            drop(st);
+            self.advance(id, reach);
+            return self.fetch_after_skip(id);
+        }
+        Fetch::Data(out, reach)
+    }
+
+    fn fetch_after_skip(&self, id: SubId) -> Fetch {
+        let st = self.lock();
+        match st.subs.iter().find(|s| s.id == id) {
+            None => Fetch::Gone,
+            Some(s) if s.end_at.is_some_and(|e| s.pos >= e) => Fetch::Ended,
+            Some(s) if s.pos < st.head => {
+                drop(st);
+                self.fetch(id)
+            }
+            Some(_) => Fetch::Idle,
+        }
+    }
+
+    /// Records that subscriber `id` has written everything before `pos`.
+    pub fn advance(&self, id: SubId, pos: u64) {
+        let mut st = self.lock();
+        let tail_before = Self::tail(&st);
+        if let Some(sub) = st.subs.iter_mut().find(|s| s.id == id) {
+            if pos > sub.pos {
+                sub.pos = pos;
+                sub.last_progress = Instant::now();
+            }
+        }
+        Self::trim(&mut st);
+        let moved = Self::tail(&st) > tail_before;
+        drop(st);
+        if moved {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Offers a chunk from `origin`. `block`: with nobody to receive it, ask to wait rather
+    /// than discard.
+    pub fn try_append(
+        &self,
+        origin: SessionId,
+        data: &Bytes,
+        dispatch: Dispatch,
+        block: bool,
+    ) -> Append {
+        let mut st = self.lock();
+        if !st.subs.iter().any(|s| s.receives_from(origin)) {
+            if block {
+                return Append::NoReceiver;
+            }
+            st.bytes += data.len() as u64;
+            return Append::Discarded;
+        }
+        if st.head - Self::tail(&st) >= self.window {
+            return Append::Full;
+        }
+        let target = match dispatch {
+            Dispatch::Multicast => None,
+            Dispatch::RoundRobin => Self::pick_rr(&mut st, origin),
+        };
+        st.bytes += data.len() as u64;
+        Self::push(&mut st, data.clone(), origin, target);
+        Append::Done
+    }
+
+    fn pick_rr(st: &mut State, origin: SessionId) -> Option<SubId> {
+        let eligible: Vec<SubId> = st
+            .subs
+            .iter()
+            .filter(|s| s.receives_from(origin))
+            .map(|s| s.id)
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        let pick = eligible[st.rr_next % eligible.len()];
+        st.rr_next = st.rr_next.wrapping_add(1);
+        Some(pick)
+    }
+
+    fn push(st: &mut State, data: Bytes, origin: SessionId, target: Option<SubId>) {
+        let start = st.head;
+        let chunk = Chunk {
+            start,
+            data,
+            origin,
+            target,
+        };
+        st.head = chunk.end();
+        let now = Instant::now();
+        for sub in st.subs.iter_mut() {
+            if sub.end_at.is_none() && sub.eligible(&chunk) {
+                // A subscriber that was caught up starts its stall clock now, not when it
+                // last wrote: waiting for data is not stalling.
+                if sub.pos == start {
+                    sub.last_progress = now;
+                }
+                sub.wake.notify_one();
+            }
+        }
+        st.chunks.push_back(chunk);
+    }
+
+    fn tail(st: &State) -> u64 {
+        st.subs.iter().map(|s| s.pos).min().unwrap_or(st.head)
+    }
+
+    fn trim(st: &mut State) {
+        let tail = Self::tail(st);
+        while st.chunks.front().is_some_and(|c| c.end() <= tail) {
+            st.chunks.pop_front();
+        }
+    }
+
+    /// Offset one past the last appended byte.
+    pub fn head(&self) -> u64 {
+        self.lock().head
+    }
+
+    /// True when every subscriber has written everything before `upto` (or left).
+    pub fn delivered(&self, upto: u64) -> bool {
+        let st = self.lock();
+        st.subs
+            .iter()
+            .all(|s| s.pos >= upto || s.end_at.is_some_and(|e| e <= s.pos))
+    }
+
+    /// Cuts off subscribers that hold the tail of the stream back and have not moved for
+    /// `stall`. Returns how many were cut. Called only by publishers that are waiting on
+    /// them, so an idle topic never drops anybody.
+    pub fn drop_stalled(&self, stall: Duration) -> usize {
+        let st = self.lock();
+        let tail = Self::tail(&st);
+        if tail >= st.head {
+            return 0;
+        }
+        let now = Instant::now();
+        let stalled: Vec<SubId> = st
+            .subs
+            .iter()
+            .filter(|s| s.pos == tail && now.duration_since(s.last_progress) >= stall)
+            .map(|s| s.id)
+            .collect();
+        for id in &stalled {
+            if let Some(s) = st.subs.iter().find(|s| s.id == *id) {
+                s.kill.cancel();
+            }
+        }
+        drop(st);
+        for id in &stalled {
+            self.detach_sub(*id);
+        }
+        stalled.len()
+    }
+
+    pub fn attach_publisher(&self) {
+        self.lock().publishers += 1;
+    }
+
+    pub fn set_waiting(&self, waiting: bool) {
+        let mut st = self.lock();
+        if waiting {
+            st.waiting += 1;
+        } else {
+            st.waiting = st.waiting.saturating_sub(1);
+        }
+    }
+
+    /// A publisher left. When it was the last, plain subscribers end once they have written
+    /// everything published so far.
+    pub fn detach_publisher(&self) {
+        let mut st = self.lock();
+        st.publishers = st.publishers.saturating_sub(1);
+        if st.publishers == 0 {
+            let head = st.head;
+            for sub in st.subs.iter_mut() {
+                if sub.ends_with_publishers && sub.end_at.is_none() {
+                    sub.end_at = Some(head);
+                }
+                // Everyone re-checks: a `-k` subscriber may be waiting for a quiet topic
+                // during shutdown.
+                sub.wake.notify_one();
+            }
+        }
+    }
+
+    /// No publisher and no `pipe` client is attached: nothing more can arrive.
+    pub fn quiet(&self) -> bool {
+        let st = self.lock();
+        st.publishers == 0 && st.members.is_empty()
+    }
+
+    /// Wakes every subscriber to re-check its state (shutdown).
+    pub fn wake_all(&self) {
+        for sub in self.lock().subs.iter() {
+            sub.wake.notify_one();
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Joins a `pipe` room; tells the members already there.
+    pub fn join_room(&self, session: SessionId, ctl: mpsc::Sender<ToClient>, who: &str) {
+        let mut st = self.lock();
+        st.members.push(Member { session, ctl });
+        let line = format!("{who} joined {} ({} connected)", self.key, st.members.len());
+        Self::tell_room(&st, session, &line);
+    }
+
+    pub fn leave_room(&self, session: SessionId, who: &str) {
+        let mut st = self.lock();
+        st.members.retain(|m| m.session != session);
+        let line = format!("{who} left {} ({} connected)", self.key, st.members.len());
+        Self::tell_room(&st, session, &line);
+        for sub in st.subs.iter() {
+            sub.wake.notify_one();
+        }
+    }
+
+    fn tell_room(st: &State, except: SessionId, line: &str) {
+        for m in st.members.iter().filter(|m| m.session != except) {
+            // Status lines are best effort: a client that does not read its control socket
+            // loses notices, never blocks the room.
+            let _ = m.ctl.try_send(ToClient::Status {
+                line: line.to_string(),
+            });
+        }
+    }
+
+    pub fn stats(&self) -> TopicStats {
+        let st = self.lock();
+        TopicStats {
+            topic: self.key.to_string(),
+            publishers: st.publishers - st.waiting.min(st.publishers),
+            subscribers: st.subs.len(),
+            waiting: st.waiting,
+            bytes: st.bytes,
+            age_secs: self.created.elapsed().as_secs(),
+        }
+    }
+
+    /// Whether any subscriber would receive from `origin` now.
+    pub fn has_receiver(&self, origin: SessionId) -> bool {
+        self.lock().subs.iter().any(|s| s.receives_from(origin))
+    }
+
+    #[cfg(test)]
+    fn buffered(&self) -> u64 {
+        let st = self.lock();
+        st.chunks.iter().map(|c| c.data.len() as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(window: usize) -> Topic {
+        Topic::new(
+            TopicKey {
+                owner: Owner::User("alice".into()),
+                name: "t".into(),
+            },
+            window,
+        )
+    }
+
+    fn drain(t: &Topic, id: SubId) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Fetch::Data(slices, reach) = t.fetch(id) {
+            for (_, b) in slices {
+                out.extend_from_slice(&b);
+            }
+            t.advance(id, reach);
+        }
+        out
+    }
+
+    #[test]
+    fn multicast_gives_every_subscriber_every_byte() {
+        let t = topic(1 << 20);
+        let a = t.attach_sub(1, false, true);
+        let b = t.attach_sub(2, false, true);
+        for word in [&b"hello "[..], b"world"] {
+            let r = t.try_append(9, &Bytes::copy_from_slice(word), Dispatch::Multicast, true);
+            assert_eq!(r, Append::Done);
+        }
+        assert_eq!(drain(&t, a.id), b"hello world");
+        assert_eq!(drain(&t, b.id), b"hello world");
+        assert_eq!(t.buffered(), 0, "fully read chunks are released");
+    }
+
+    #[test]
+    fn the_slowest_subscriber_paces_the_publisher_within_the_window() {
+        let t = topic(100);
+        let fast = t.attach_sub(1, false, true);
+        let slow = t.attach_sub(2, false, true);
+        let piece = Bytes::from(vec![7u8; 40]);
+        let mut accepted = 0;
+        while t.try_append(9, &piece, Dispatch::Multicast, true) == Append::Done {
+            accepted += 1;
+            drain(&t, fast.id);
+            assert!(accepted < 10, "window never filled");
+        }
+        assert_eq!(accepted, 3, "appends stop once W is reached");
+        assert!(t.buffered() <= 100 + 40);
+        drain(&t, slow.id);
+        assert_eq!(
+            t.try_append(9, &piece, Dispatch::Multicast, true),
+            Append::Done
+        );
+    }
+
+    #[test]
+    fn round_robin_gives_each_chunk_to_exactly_one_subscriber() {
+        let t = topic(1 << 20);
+        let subs: Vec<_> = (1..=3).map(|s| t.attach_sub(s, false, true)).collect();
+        for i in 0..30u8 {
+            t.try_append(9, &Bytes::from(vec![i]), Dispatch::RoundRobin, true);
+        }
+        let got: Vec<Vec<u8>> = subs.iter().map(|s| drain(&t, s.id)).collect();
+        assert!(
+            got.iter().all(|g| g.len() == 10),
+            "rotation is even: {got:?}"
+        );
+        let mut all = got.concat();
+        all.sort();
+        assert_eq!(all, (0..30).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_departing_round_robin_subscriber_hands_back_its_chunks() {
+        let t = topic(1 << 20);
+        let a = t.attach_sub(1, false, true);
+        let b = t.attach_sub(2, false, true);
+        for i in 0..10u8 {
+            t.try_append(9, &Bytes::from(vec![i]), Dispatch::RoundRobin, true);
+        }
+        let got_b = drain(&t, b.id);
+        t.detach_sub(a.id);
+        let mut all = got_b;
+        all.extend(drain(&t, b.id));
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn pipe_clients_do_not_hear_themselves_unless_replay() {
+        let t = topic(1 << 20);
+        let me = t.attach_sub(5, false, false);
+        let echo = t.attach_sub(6, true, false);
+        assert_eq!(
+            t.try_append(5, &Bytes::from_static(b"x"), Dispatch::Multicast, false),
+            Append::Done
+        );
+        assert_eq!(drain(&t, me.id), b"");
+        assert_eq!(
+            t.try_append(6, &Bytes::from_static(b"y"), Dispatch::Multicast, false),
+            Append::Done
+        );
+        assert_eq!(drain(&t, me.id), b"y");
+        assert_eq!(drain(&t, echo.id), b"xy");
+    }
+
+    #[test]
+    fn nobody_listening_discards_or_asks_to_wait() {
+        let t = topic(1 << 20);
+        let data = Bytes::from_static(b"x");
+        assert_eq!(
+            t.try_append(1, &data, Dispatch::Multicast, false),
+            Append::Discarded
+        );
+        assert_eq!(
+            t.try_append(1, &data, Dispatch::Multicast, true),
+            Append::NoReceiver
+        );
+    }
+
+    #[test]
+    fn last_publisher_leaving_ends_plain_subscribers_after_their_data() {
+        let t = topic(1 << 20);
+        let plain = t.attach_sub(1, false, true);
+        let keep = t.attach_sub(2, false, false);
+        t.attach_publisher();
+        t.try_append(9, &Bytes::from_static(b"abc"), Dispatch::Multicast, true);
+        t.detach_publisher();
+        assert_eq!(drain(&t, plain.id), b"abc");
+        assert!(matches!(t.fetch(plain.id), Fetch::Ended));
+        assert_eq!(drain(&t, keep.id), b"abc");
+        assert!(matches!(t.fetch(keep.id), Fetch::Idle));
+    }
+
+    #[test]
+    fn a_stalled_subscriber_is_dropped_and_the_rest_continue() {
+        let t = topic(10);
+        let stuck = t.attach_sub(1, false, true);
+        let ok = t.attach_sub(2, false, true);
+        t.try_append(9, &Bytes::from(vec![1u8; 10]), Dispatch::Multicast, true);
+        drain(&t, ok.id);
+        assert_eq!(t.drop_stalled(Duration::from_secs(3600)), 0);
+        assert_eq!(t.drop_stalled(Duration::ZERO), 1);
+        assert!(stuck.kill.is_cancelled());
+        assert!(matches!(t.fetch(stuck.id), Fetch::Gone));
+        assert_eq!(
+            t.try_append(9, &Bytes::from(vec![2u8; 10]), Dispatch::Multicast, true),
+            Append::Done
+        );
+    }
+}

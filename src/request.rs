@@ -1,0 +1,2026 @@
+//! The request language: what a user types after `ssh host` (DESIGN §3).
+//!
+//! The input is untrusted. It is checked whole before it is split ([`MAX_REQUEST`] bytes,
+//! printable ASCII only), split into words with a small quote-aware splitter (no expansion of
+//! any kind, nothing is ever handed to a shell), and parsed with a cursor into the closed
+//! [`Request`] enum. Every word must be used: leftovers are an error.
+//!
+//! [`Request::render`] writes the canonical form back; `parse(render(r)) == r` holds for every
+//! request, which is how `pipe-shell` hands a request to `piped`: the broker parses the
+//! canonical string again, so a request is validated twice by the same grammar.
+//!
+//! # Words
+//!
+//! Words are separated by runs of spaces. `'...'` is literal; `"..."` is literal except for
+//! `\"` and `\\`; outside quotes a backslash makes the next character literal. Quoted and bare
+//! parts join into one word (`a'b c'd` is `ab cd`) and `''` is an empty word. `$`, backticks,
+//! `;`, `|`, `*` and the like are ordinary characters (which no topic or flag accepts).
+//!
+//! # Grammar
+//!
+//! `VERB` first, then flags and at most one topic in any order. Flags are written `-x`,
+//! `--long`, `-x=VALUE`, `--long=VALUE` or `-x VALUE`; a flag given twice keeps its last value
+//! (as Go's `flag` package, which pico uses). A word that starts with `-` is never a topic.
+//! `-h`/`--help` after any verb is a request for the general usage.
+//!
+//! Boolean flags (`-b -e -p -k -r -c -q --json`) take no separate value, with one exception:
+//! when the next word is exactly `true` or `false` it is taken as the flag's value, so
+//! `pub -b false topic` means what it says (pico's Go parser would publish to a topic named
+//! `false`). A topic literally named `true` or `false` must therefore come before the flags,
+//! or after a flag that takes a value: `pub false -b`, not `pub -b false`.
+//! [`Request::render`] takes care of this itself.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::exit::escape;
+
+/// Longest request string accepted (DESIGN §7): far above any real command, small enough that
+/// a hostile string costs nothing to reject.
+pub const MAX_REQUEST: usize = 1024;
+
+/// Longest `-t` accepted: a year. Longer waits are certainly mistakes, and the cap keeps
+/// deadline arithmetic far from overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long `pub -b` waits for a receiver when `-t` is not given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Most entries in one `-a` list. The canonical rendering must fit in [`MAX_REQUEST`] because
+/// the broker parses it again. The longest rendering is a `pub` with every flag:
+/// `pub --block=false --timeout=<17 digits>ns --empty --dispatch=round_robin --quiet` is
+/// 3 + 14 + 30 + 8 + 23 + 8 = 86 bytes, ` --access=` is 10, and a topic ` owner/name` is at
+/// most 1 + 32 + 1 + 64 = 98: 194 bytes, leaving 830 for the list. A key fingerprint is the
+/// longest entry (`SHA256:` + 43 = 50 bytes, plus a comma), so 16 entries (16 × 51 − 1 = 815)
+/// fit and 17 would not. (32 fingerprints alone would be 1631 bytes.) Larger grants are built
+/// with `grant`, not in one command line.
+pub const MAX_GRANTEES: usize = 16;
+
+/// Largest `sub -n`: far more lines than any one-shot hook waits for, and small enough that
+/// the broker's line counter cannot overflow however it stores it.
+pub const MAX_LINES: u64 = u32::MAX as u64;
+
+/// Longest topic name: the DESIGN §4 grammar, `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
+pub const MAX_TOPIC_NAME: usize = 64;
+
+/// Longest user name: the DESIGN §4 grammar, `[a-z_][a-z0-9_-]{0,31}` (the useradd limit).
+pub const MAX_USER_NAME: usize = 32;
+
+/// The namespace `public/name` names; reserved, so never a user name.
+const PUBLIC: &str = "public";
+
+/// Key fingerprints as OpenSSH prints them: this prefix, then unpadded base64 of a SHA-256.
+const KEY_PREFIX: &str = "SHA256:";
+
+/// Length of the base64 part of a fingerprint: 32 bytes of SHA-256 in unpadded base64.
+const KEY_BASE64_LEN: usize = 43;
+
+/// Most fractional digits in one duration number. Exact integer arithmetic needs
+/// `10^digits × 1h in ns` to fit in a `u128`; 25 digits is already far below a nanosecond of
+/// the largest unit, so nobody needs more.
+const MAX_FRACTION_DIGITS: u32 = 25;
+
+/// One request, as typed after `ssh host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `pub [TOPIC]`: stdin to a topic.
+    Pub(Pub),
+    /// `sub TOPIC`: a topic to stdout.
+    Sub(Sub),
+    /// `pipe [TOPIC]`: both directions.
+    Pipe(PipeReq),
+    /// `ls [--json]`: the caller's topics.
+    Ls(Ls),
+    /// `whoami`: identity as the broker sees it. `-c`/`-q` are accepted and dropped: it has
+    /// no status lines.
+    Whoami,
+    /// `help`: usage on stderr. Also any verb with `-h`/`--help`.
+    Help,
+    /// `version`.
+    Version,
+}
+
+/// Flags shared by every verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Common {
+    /// `-c` / `-q`: no status lines.
+    pub quiet: bool,
+}
+
+/// `pub [TOPIC] [-b BOOL] [-t DUR] [-e] [-p] [-a LIST] [-d MODE] [-c]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pub {
+    /// `None`: the broker picks a random name and says it on stderr.
+    pub topic: Option<TopicRef>,
+    /// `-b`: wait for a receiver before sending (default true).
+    pub block: bool,
+    /// `-t`: how long `-b` waits (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// `-e`: send one NUL byte instead of reading stdin.
+    pub empty: bool,
+    /// `-a`: set the topic's grant to exactly this list.
+    pub access: Option<AccessList>,
+    /// `-d`: how chunks are spread over receivers.
+    pub dispatch: Dispatch,
+    pub common: Common,
+}
+
+/// `sub TOPIC [-k] [-n N] [-p] [-a LIST] [-c]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sub {
+    pub topic: TopicRef,
+    /// `-k`: stay after the last publisher leaves.
+    pub keep: bool,
+    /// `-n`: exit 0 after this many complete lines (1..=[`MAX_LINES`]).
+    pub lines: Option<u64>,
+    pub access: Option<AccessList>,
+    pub common: Common,
+}
+
+/// `pipe [TOPIC] [-p] [-a LIST] [-d MODE] [-r] [-c]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeReq {
+    pub topic: Option<TopicRef>,
+    pub access: Option<AccessList>,
+    pub dispatch: Dispatch,
+    /// `-r`: receive one's own writes too.
+    pub replay: bool,
+    pub common: Common,
+}
+
+/// `ls [--json] [-c]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ls {
+    pub json: bool,
+    pub common: Common,
+}
+
+/// `-d MODE`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// Every receiver gets every chunk.
+    #[default]
+    Multicast,
+    /// Each chunk goes to exactly one receiver.
+    RoundRobin,
+}
+
+/// Which namespace a topic reference names, before the broker resolves it against the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    /// `name`: the caller's own.
+    Own,
+    /// `owner/name`: another user's (or the caller's own, spelled out).
+    User(UserName),
+    /// `-p name` or `public/name`.
+    Public,
+}
+
+/// A topic as the user wrote it: namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicRef {
+    pub namespace: Namespace,
+    pub name: TopicName,
+}
+
+/// A topic name: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}` (`:` allows `image:tag`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(String);
+
+/// A user name as it may appear in a request: `[a-z_][a-z0-9_-]{0,31}`, never `public`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(String);
+
+/// One entry of an access list: a user name or a key fingerprint (`SHA256:` + base64).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Grantee {
+    User(UserName),
+    /// The whole fingerprint, prefix included: `SHA256:` and 43 base64 characters.
+    Key(String),
+}
+
+/// `-a LIST`: comma-separated grantees; empty clears the grant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessList(pub Vec<Grantee>);
+
+/// Why a request was refused. Every variant is a usage error (exit 2); the `Display` text is
+/// the user-facing message without the `pipe: ` prefix. Every `String` field holds user input
+/// already passed through [`escape`], so the text is always one short printable line.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RequestError {
+    #[error("command too long ({0} bytes, at most {max})", max = MAX_REQUEST)]
+    TooLong(usize),
+    #[error("command contains a control or non-ASCII byte: {0}")]
+    BadByte(String),
+    #[error("no command given (try: help)")]
+    Empty,
+    #[error("unterminated quote or trailing backslash in command")]
+    UnterminatedQuote,
+    #[error("unknown command: {0} (try: help)")]
+    UnknownVerb(String),
+    #[error("{verb}: unknown flag: {flag} (try: help)")]
+    UnknownFlag { verb: &'static str, flag: String },
+    #[error("{verb}: flag {flag} needs a value")]
+    MissingValue { verb: &'static str, flag: String },
+    #[error("{verb}: bad value for {flag}: {value} (expected {expected})")]
+    BadValue {
+        verb: &'static str,
+        flag: String,
+        value: String,
+        /// What the flag takes, in words.
+        expected: &'static str,
+    },
+    #[error("{verb}: -a lists {count} entries, at most {max}", max = MAX_GRANTEES)]
+    TooManyGrantees { verb: &'static str, count: usize },
+    #[error("{verb}: -a cannot be used with public topics")]
+    AccessWithPublic { verb: &'static str },
+    #[error("{verb}: a topic is required")]
+    MissingTopic { verb: &'static str },
+    #[error("{verb}: -p needs a topic name")]
+    PublicWithoutTopic { verb: &'static str },
+    #[error("{verb}: unexpected argument: {arg}")]
+    Extra { verb: &'static str, arg: String },
+    #[error("bad topic: {0} (names are letters, digits and ._:- up to 64, optionally owner/name)")]
+    BadTopic(String),
+    #[error("bad user name: {0} (lowercase letters, digits, _ and - up to 32, not 'public')")]
+    BadUser(String),
+    #[error("-p conflicts with an owner in the topic: {0}")]
+    PublicWithOwner(String),
+}
+
+impl TopicName {
+    /// Checks `name` against `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
+    pub fn new(name: &str) -> Result<TopicName, RequestError> {
+        let bytes = name.as_bytes();
+        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_alphanumeric())
+            && bytes.len() <= MAX_TOPIC_NAME
+            && bytes
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            Ok(TopicName(name.to_string()))
+        } else {
+            Err(RequestError::BadTopic(escape(bytes)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl UserName {
+    /// Checks `name` against `[a-z_][a-z0-9_-]{0,31}` and refuses the reserved `public`.
+    pub fn new(name: &str) -> Result<UserName, RequestError> {
+        let bytes = name.as_bytes();
+        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_lowercase() || *b == b'_')
+            && bytes.len() <= MAX_USER_NAME
+            && bytes
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+            && name != PUBLIC;
+        if ok {
+            Ok(UserName(name.to_string()))
+        } else {
+            Err(RequestError::BadUser(escape(bytes)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TopicName {
+    type Err = RequestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TopicName::new(s)
+    }
+}
+
+impl FromStr for UserName {
+    type Err = RequestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UserName::new(s)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Grantee {
+    /// A user name or a fingerprint (`SHA256:` + 43 base64 characters, unpadded as OpenSSH
+    /// prints it). `None` for anything else.
+    fn parse(entry: &str) -> Option<Grantee> {
+        match entry.strip_prefix(KEY_PREFIX) {
+            Some(b64) => {
+                let ok = b64.len() == KEY_BASE64_LEN
+                    && b64
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+                ok.then(|| Grantee::Key(entry.to_string()))
+            }
+            None => UserName::new(entry).ok().map(Grantee::User),
+        }
+    }
+}
+
+impl fmt::Display for Grantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grantee::User(user) => f.write_str(user.as_str()),
+            Grantee::Key(key) => f.write_str(key),
+        }
+    }
+}
+
+impl fmt::Display for AccessList {
+    /// The comma-separated form `-a` takes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, grantee) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{grantee}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for TopicRef {
+    /// The canonical spelling: `name`, `owner/name` or `public/name`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Namespace::Own => write!(f, "{}", self.name),
+            Namespace::User(owner) => write!(f, "{owner}/{}", self.name),
+            Namespace::Public => write!(f, "{PUBLIC}/{}", self.name),
+        }
+    }
+}
+
+impl Request {
+    /// Parses a whole request string (`SSH_ORIGINAL_COMMAND`, or `pipe-shell -c STRING`).
+    pub fn parse(input: &[u8]) -> Result<Request, RequestError> {
+        if input.len() > MAX_REQUEST {
+            return Err(RequestError::TooLong(input.len()));
+        }
+        if !input.iter().all(|&b| is_printable(b)) {
+            return Err(RequestError::BadByte(escape(input)));
+        }
+        // All bytes are ASCII now, so this cannot fail; the error arm keeps it panic-free.
+        let text = std::str::from_utf8(input).map_err(|_| RequestError::BadByte(escape(input)))?;
+        let words = split_words(text)?;
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        parse_list(&words)
+    }
+
+    /// Parses words that are already split (plain argv, `pipe-shell` run by hand), with the
+    /// same byte and length checks as [`Request::parse`]; the length counts one separator
+    /// between words.
+    pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Request, RequestError> {
+        let words: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+        let total = words
+            .iter()
+            .map(|w| w.len())
+            .sum::<usize>()
+            .saturating_add(words.len().saturating_sub(1));
+        if total > MAX_REQUEST {
+            return Err(RequestError::TooLong(total));
+        }
+        if let Some(bad) = words.iter().find(|w| !w.bytes().all(is_printable)) {
+            return Err(RequestError::BadByte(escape(bad.as_bytes())));
+        }
+        parse_list(&words)
+    }
+
+    /// The canonical form: verb, flags that differ from their defaults as `--long[=value]` in
+    /// a fixed order, topic last. [`Request::parse`] of it gives back `self`, and for any
+    /// request that parsing produced it is at most [`MAX_REQUEST`] bytes.
+    pub fn render(&self) -> String {
+        let mut parts: Vec<String> = vec![self.verb().to_string()];
+        let mut flag = |on: bool, text: &str| {
+            if on {
+                parts.push(text.to_string());
+            }
+        };
+        let topic = match self {
+            Request::Pub(p) => {
+                flag(!p.block, "--block=false");
+                flag(
+                    p.timeout != DEFAULT_TIMEOUT,
+                    &format!("--timeout={}", render_duration(p.timeout)),
+                );
+                flag(p.empty, "--empty");
+                if let Some(access) = &p.access {
+                    flag(true, &format!("--access={access}"));
+                }
+                flag(p.dispatch == Dispatch::RoundRobin, "--dispatch=round_robin");
+                flag(p.common.quiet, "--quiet");
+                p.topic.as_ref()
+            }
+            Request::Sub(s) => {
+                flag(s.keep, "--keep");
+                if let Some(n) = s.lines {
+                    flag(true, &format!("--lines={n}"));
+                }
+                if let Some(access) = &s.access {
+                    flag(true, &format!("--access={access}"));
+                }
+                flag(s.common.quiet, "--quiet");
+                Some(&s.topic)
+            }
+            Request::Pipe(p) => {
+                if let Some(access) = &p.access {
+                    flag(true, &format!("--access={access}"));
+                }
+                flag(p.dispatch == Dispatch::RoundRobin, "--dispatch=round_robin");
+                flag(p.replay, "--replay");
+                flag(p.common.quiet, "--quiet");
+                p.topic.as_ref()
+            }
+            Request::Ls(l) => {
+                flag(l.json, "--json");
+                flag(l.common.quiet, "--quiet");
+                None
+            }
+            Request::Whoami | Request::Help | Request::Version => None,
+        };
+        if let Some(topic) = topic {
+            let topic = topic.to_string();
+            // A bare boolean flag would swallow a topic named `true`/`false` as its value
+            // (module docs), so that flag is spelled with its value.
+            if topic == "true" || topic == "false" {
+                if let Some(last) = parts
+                    .last_mut()
+                    .filter(|p| p.starts_with("--") && !p.contains('='))
+                {
+                    last.push_str("=true");
+                }
+            }
+            parts.push(topic);
+        }
+        parts.join(" ")
+    }
+
+    /// The request's `-c`/`-q`; always false for verbs without status lines.
+    pub fn quiet(&self) -> bool {
+        match self {
+            Request::Pub(p) => p.common.quiet,
+            Request::Sub(s) => s.common.quiet,
+            Request::Pipe(p) => p.common.quiet,
+            Request::Ls(l) => l.common.quiet,
+            Request::Whoami | Request::Help | Request::Version => false,
+        }
+    }
+
+    /// The verb as the user types it.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Pub(_) => Verb::Pub.name(),
+            Request::Sub(_) => Verb::Sub.name(),
+            Request::Pipe(_) => Verb::Pipe.name(),
+            Request::Ls(_) => Verb::Ls.name(),
+            Request::Whoami => Verb::Whoami.name(),
+            Request::Help => Verb::Help.name(),
+            Request::Version => Verb::Version.name(),
+        }
+    }
+}
+
+/// The bytes a request may contain: printable ASCII, space included.
+fn is_printable(b: u8) -> bool {
+    (0x20..0x7f).contains(&b)
+}
+
+/// Splits a request into words (module docs). The input is already printable ASCII.
+pub fn split_words(text: &str) -> Result<Vec<String>, RequestError> {
+    let mut words = Vec::new();
+    // `Some` once a word has started, even if it is still empty (`''`).
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => {
+                if let Some(done) = word.take() {
+                    words.push(done);
+                }
+            }
+            '\'' => {
+                let current = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => current.push(c),
+                        None => return Err(RequestError::UnterminatedQuote),
+                    }
+                }
+            }
+            '"' => {
+                let current = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        // Only `\"` and `\\` are escapes; any other backslash is literal.
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => current.push(c),
+                            Some(c) => {
+                                current.push('\\');
+                                current.push(c);
+                            }
+                            None => return Err(RequestError::UnterminatedQuote),
+                        },
+                        Some(c) => current.push(c),
+                        None => return Err(RequestError::UnterminatedQuote),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(RequestError::UnterminatedQuote),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if let Some(done) = word {
+        words.push(done);
+    }
+    Ok(words)
+}
+
+/// The verbs. Deliberately closed: pico's `monitor`, `status`, `uptime`, `rss` and our own
+/// `grant`/`revoke`/`grants`/`logs` (not built yet) are unknown commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Pub,
+    Sub,
+    Pipe,
+    Ls,
+    Whoami,
+    Help,
+    Version,
+}
+
+impl Verb {
+    fn from_word(word: &str) -> Option<Verb> {
+        Some(match word {
+            "pub" => Verb::Pub,
+            "sub" => Verb::Sub,
+            "pipe" => Verb::Pipe,
+            "ls" => Verb::Ls,
+            "whoami" => Verb::Whoami,
+            "help" => Verb::Help,
+            "version" => Verb::Version,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Pub => "pub",
+            Verb::Sub => "sub",
+            Verb::Pipe => "pipe",
+            Verb::Ls => "ls",
+            Verb::Whoami => "whoami",
+            Verb::Help => "help",
+            Verb::Version => "version",
+        }
+    }
+
+    /// Whether the verb takes this flag (DESIGN §3 flag table).
+    fn allows(self, flag: Flag) -> bool {
+        use Flag::*;
+        match flag {
+            Quiet | Help => true,
+            Block | Timeout | Empty => self == Verb::Pub,
+            Keep | Lines => self == Verb::Sub,
+            Replay => self == Verb::Pipe,
+            Json => self == Verb::Ls,
+            Public | Access => matches!(self, Verb::Pub | Verb::Sub | Verb::Pipe),
+            Dispatch => matches!(self, Verb::Pub | Verb::Pipe),
+        }
+    }
+
+    fn takes_topic(self) -> bool {
+        matches!(self, Verb::Pub | Verb::Sub | Verb::Pipe)
+    }
+}
+
+/// Every flag of every verb; [`Verb::allows`] says which verb takes which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    Block,
+    Timeout,
+    Empty,
+    Public,
+    Access,
+    Dispatch,
+    Quiet,
+    Keep,
+    Lines,
+    Replay,
+    Json,
+    Help,
+}
+
+/// Short and long spellings. `-c` (pico's "clean") and `-q` are the same flag.
+const FLAGS: &[(Flag, Option<char>, &str)] = &[
+    (Flag::Block, Some('b'), "block"),
+    (Flag::Timeout, Some('t'), "timeout"),
+    (Flag::Empty, Some('e'), "empty"),
+    (Flag::Public, Some('p'), "public"),
+    (Flag::Access, Some('a'), "access"),
+    (Flag::Dispatch, Some('d'), "dispatch"),
+    (Flag::Quiet, Some('c'), "clean"),
+    (Flag::Quiet, Some('q'), "quiet"),
+    (Flag::Keep, Some('k'), "keep"),
+    (Flag::Lines, Some('n'), "lines"),
+    (Flag::Replay, Some('r'), "replay"),
+    (Flag::Json, None, "json"),
+    (Flag::Help, Some('h'), "help"),
+];
+
+impl Flag {
+    /// Looks up `-x` or `--long` (the word up to any `=`).
+    fn lookup(name: &str) -> Option<Flag> {
+        if let Some(long) = name.strip_prefix("--") {
+            FLAGS.iter().find(|f| f.2 == long).map(|f| f.0)
+        } else {
+            let mut chars = name.strip_prefix('-')?.chars();
+            let short = chars.next()?;
+            if chars.next().is_some() {
+                return None;
+            }
+            FLAGS.iter().find(|f| f.1 == Some(short)).map(|f| f.0)
+        }
+    }
+
+    fn takes_value(self) -> bool {
+        matches!(
+            self,
+            Flag::Timeout | Flag::Access | Flag::Dispatch | Flag::Lines
+        )
+    }
+}
+
+/// A cursor over the words after the verb.
+struct Cursor<'a> {
+    words: &'a [&'a str],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        let word = self.words.get(self.pos).copied()?;
+        self.pos += 1;
+        Some(word)
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        self.words.get(self.pos).copied()
+    }
+}
+
+/// A topic word before `-p` is known (the flag may come after it).
+struct TopicWord<'a> {
+    word: &'a str,
+    /// What the word itself says: `Own` for a bare name, `-p` not yet applied.
+    owner: Namespace,
+    name: TopicName,
+}
+
+fn parse_topic_word(word: &str) -> Result<TopicWord<'_>, RequestError> {
+    let bad = || RequestError::BadTopic(escape(word.as_bytes()));
+    // At most one `/`: `a/b/c` leaves a `/` in the name, which the name check refuses.
+    let (owner, name) = match word.split_once('/') {
+        None => (None, word),
+        Some((owner, name)) => (Some(owner), name),
+    };
+    let name = TopicName::new(name).map_err(|_| bad())?;
+    let owner = match owner {
+        None => Namespace::Own,
+        Some(PUBLIC) => Namespace::Public,
+        Some(owner) => Namespace::User(UserName::new(owner).map_err(|_| bad())?),
+    };
+    Ok(TopicWord { word, owner, name })
+}
+
+/// Everything the flags and topic set, before the verb's own checks.
+#[derive(Default)]
+struct Seen<'a> {
+    topic: Option<TopicWord<'a>>,
+    block: Option<bool>,
+    timeout: Option<Duration>,
+    empty: bool,
+    public: bool,
+    access: Option<AccessList>,
+    dispatch: Dispatch,
+    quiet: bool,
+    keep: bool,
+    lines: Option<u64>,
+    replay: bool,
+    json: bool,
+}
+
+const EXPECT_BOOL: &str = "true or false";
+const EXPECT_DURATION: &str = "a duration like 30s, 1m30s or 1.5h, at most 8760h";
+const EXPECT_DISPATCH: &str = "multicast or round_robin";
+const EXPECT_LINES: &str = "a whole number from 1 to 4294967295";
+const EXPECT_ACCESS: &str = "comma-separated user names or SHA256: key fingerprints";
+
+/// The words after splitting: verb, then flags and topic in any order.
+fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
+    let Some((&verb_word, rest)) = words.split_first() else {
+        return Err(RequestError::Empty);
+    };
+    let verb = Verb::from_word(verb_word)
+        .ok_or_else(|| RequestError::UnknownVerb(escape(verb_word.as_bytes())))?;
+    let v = verb.name();
+    let mut seen = Seen::default();
+    let mut cursor = Cursor {
+        words: rest,
+        pos: 0,
+    };
+    while let Some(word) = cursor.next() {
+        if !word.starts_with('-') {
+            if seen.topic.is_some() || !verb.takes_topic() {
+                return Err(RequestError::Extra {
+                    verb: v,
+                    arg: escape(word.as_bytes()),
+                });
+            }
+            seen.topic = Some(parse_topic_word(word)?);
+            continue;
+        }
+        let (name, inline) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (word, None),
+        };
+        let unknown = || RequestError::UnknownFlag {
+            verb: v,
+            flag: escape(name.as_bytes()),
+        };
+        let flag = Flag::lookup(name)
+            .filter(|&f| verb.allows(f))
+            .ok_or_else(unknown)?;
+        let bad_value = |value: &str, expected: &'static str| RequestError::BadValue {
+            verb: v,
+            flag: escape(name.as_bytes()),
+            value: escape(value.as_bytes()),
+            expected,
+        };
+        if !flag.takes_value() {
+            let on = match inline {
+                Some(value) => parse_bool(value).ok_or_else(|| bad_value(value, EXPECT_BOOL))?,
+                // The next-word rule (module docs).
+                None => match cursor.peek() {
+                    Some("true") => {
+                        cursor.next();
+                        true
+                    }
+                    Some("false") => {
+                        cursor.next();
+                        false
+                    }
+                    _ => true,
+                },
+            };
+            match flag {
+                Flag::Help if on => return Ok(Request::Help),
+                Flag::Help => {}
+                Flag::Block => seen.block = Some(on),
+                Flag::Empty => seen.empty = on,
+                Flag::Public => seen.public = on,
+                Flag::Quiet => seen.quiet = on,
+                Flag::Keep => seen.keep = on,
+                Flag::Replay => seen.replay = on,
+                Flag::Json => seen.json = on,
+                Flag::Timeout | Flag::Access | Flag::Dispatch | Flag::Lines => {}
+            }
+            continue;
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => cursor.next().ok_or_else(|| RequestError::MissingValue {
+                verb: v,
+                flag: escape(name.as_bytes()),
+            })?,
+        };
+        match flag {
+            Flag::Timeout => {
+                seen.timeout =
+                    Some(parse_duration(value).ok_or_else(|| bad_value(value, EXPECT_DURATION))?)
+            }
+            Flag::Dispatch => {
+                seen.dispatch =
+                    parse_dispatch(value).ok_or_else(|| bad_value(value, EXPECT_DISPATCH))?
+            }
+            Flag::Lines => {
+                seen.lines = Some(parse_lines(value).ok_or_else(|| bad_value(value, EXPECT_LINES))?)
+            }
+            Flag::Access => {
+                let list = parse_access(value).map_err(|entry| bad_value(entry, EXPECT_ACCESS))?;
+                if list.0.len() > MAX_GRANTEES {
+                    return Err(RequestError::TooManyGrantees {
+                        verb: v,
+                        count: list.0.len(),
+                    });
+                }
+                seen.access = Some(list);
+            }
+            _ => {}
+        }
+    }
+    finish(verb, seen)
+}
+
+/// The checks that need every word: topic presence, `-p` against the topic, `-a` against a
+/// public topic.
+fn finish(verb: Verb, seen: Seen<'_>) -> Result<Request, RequestError> {
+    let v = verb.name();
+    let topic = match seen.topic {
+        None if seen.public => return Err(RequestError::PublicWithoutTopic { verb: v }),
+        None => None,
+        Some(t) => {
+            let namespace = match (t.owner, seen.public) {
+                (Namespace::Own, false) => Namespace::Own,
+                (Namespace::Own, true) | (Namespace::Public, _) => Namespace::Public,
+                (Namespace::User(_), true) => {
+                    return Err(RequestError::PublicWithOwner(escape(t.word.as_bytes())));
+                }
+                (Namespace::User(owner), false) => Namespace::User(owner),
+            };
+            Some(TopicRef {
+                namespace,
+                name: t.name,
+            })
+        }
+    };
+    let public = matches!(&topic, Some(t) if t.namespace == Namespace::Public);
+    if public && seen.access.is_some() {
+        return Err(RequestError::AccessWithPublic { verb: v });
+    }
+    let common = Common { quiet: seen.quiet };
+    Ok(match verb {
+        Verb::Pub => Request::Pub(Pub {
+            topic,
+            block: seen.block.unwrap_or(true),
+            timeout: seen.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            empty: seen.empty,
+            access: seen.access,
+            dispatch: seen.dispatch,
+            common,
+        }),
+        Verb::Sub => Request::Sub(Sub {
+            topic: topic.ok_or(RequestError::MissingTopic { verb: v })?,
+            keep: seen.keep,
+            lines: seen.lines,
+            access: seen.access,
+            common,
+        }),
+        Verb::Pipe => Request::Pipe(PipeReq {
+            topic,
+            access: seen.access,
+            dispatch: seen.dispatch,
+            replay: seen.replay,
+            common,
+        }),
+        Verb::Ls => Request::Ls(Ls {
+            json: seen.json,
+            common,
+        }),
+        Verb::Whoami => Request::Whoami,
+        Verb::Help => Request::Help,
+        Verb::Version => Request::Version,
+    })
+}
+
+/// Go's `strconv.ParseBool`, which is what pico's users know.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_dispatch(value: &str) -> Option<Dispatch> {
+    match value {
+        "multicast" => Some(Dispatch::Multicast),
+        "round_robin" | "round-robin" => Some(Dispatch::RoundRobin),
+        _ => None,
+    }
+}
+
+/// `1..=MAX_LINES`, digits only (no sign, no spaces).
+fn parse_lines(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = value.parse().ok()?;
+    (1..=MAX_LINES).contains(&n).then_some(n)
+}
+
+/// Splits `-a LIST`. An all-blank value is the empty list (clears the grant); otherwise every
+/// comma-separated entry, trimmed of spaces, must be a grantee. `Err` holds the offending
+/// entry (or the whole value when an entry is empty).
+fn parse_access(value: &str) -> Result<AccessList, &str> {
+    if value.trim_matches(' ').is_empty() {
+        return Ok(AccessList(Vec::new()));
+    }
+    let mut list = Vec::new();
+    for entry in value.split(',') {
+        let entry = entry.trim_matches(' ');
+        if entry.is_empty() {
+            return Err(value);
+        }
+        list.push(Grantee::parse(entry).ok_or(entry)?);
+    }
+    Ok(AccessList(list))
+}
+
+/// Nanoseconds per duration unit, as Go's `time.ParseDuration` spells them (ASCII only).
+fn unit_nanos(unit: &str) -> Option<u128> {
+    Some(match unit {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3600 * 1_000_000_000,
+        _ => return None,
+    })
+}
+
+/// Go's duration syntax without a sign: `0`, or groups of `<number><unit>` where the number
+/// may have a fraction (`1h30m`, `1.5h`, `500ms`). Exact integer arithmetic, fractions of a
+/// nanosecond truncated; `None` if malformed or over [`MAX_TIMEOUT`].
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    if value == "0" {
+        return Some(Duration::ZERO);
+    }
+    let max = MAX_TIMEOUT.as_nanos();
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    let mut total: u128 = 0;
+    if bytes.is_empty() {
+        return None;
+    }
+    while i < bytes.len() {
+        let start = i;
+        let mut whole: u128 = 0;
+        while let Some(d) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+            // Saturates on absurd inputs; the unit multiplication below then fails.
+            whole = whole
+                .saturating_mul(10)
+                .saturating_add(u128::from(d - b'0'));
+            i += 1;
+        }
+        let whole_digits = i - start;
+        let mut frac: u128 = 0;
+        let mut frac_digits: u32 = 0;
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(d) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+                if frac_digits == MAX_FRACTION_DIGITS {
+                    return None;
+                }
+                frac = frac * 10 + u128::from(d - b'0');
+                frac_digits += 1;
+                i += 1;
+            }
+        }
+        if whole_digits == 0 && frac_digits == 0 {
+            return None;
+        }
+        let unit_start = i;
+        while bytes
+            .get(i)
+            .is_some_and(|b| !b.is_ascii_digit() && *b != b'.')
+        {
+            i += 1;
+        }
+        let unit = unit_nanos(value.get(unit_start..i)?)?;
+        let part = whole
+            .checked_mul(unit)?
+            .checked_add(frac * unit / 10u128.pow(frac_digits))?;
+        total = total.checked_add(part)?;
+        if total > max {
+            return None;
+        }
+    }
+    Some(Duration::from_nanos(u64::try_from(total).ok()?))
+}
+
+/// Whole milliseconds when exact (the common case reads well), else nanoseconds.
+fn render_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos % 1_000_000 == 0 {
+        format!("{}ms", nanos / 1_000_000)
+    } else {
+        format!("{nanos}ns")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> Result<Request, RequestError> {
+        Request::parse(s.as_bytes())
+    }
+
+    fn topic(s: &str) -> TopicRef {
+        match parse_topic_word(s) {
+            Ok(t) => TopicRef {
+                namespace: t.owner,
+                name: t.name,
+            },
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+
+    fn public(name: &str) -> TopicRef {
+        TopicRef {
+            namespace: Namespace::Public,
+            name: TopicName::new(name).unwrap(),
+        }
+    }
+
+    fn user(s: &str) -> UserName {
+        UserName::new(s).unwrap()
+    }
+
+    fn pub_req(s: &str) -> Pub {
+        match parse(s) {
+            Ok(Request::Pub(p)) => p,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn sub_req(s: &str) -> Sub {
+        match parse(s) {
+            Ok(Request::Sub(r)) => r,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn pipe_req(s: &str) -> PipeReq {
+        match parse(s) {
+            Ok(Request::Pipe(r)) => r,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn default_pub() -> Pub {
+        Pub {
+            topic: None,
+            block: true,
+            timeout: DEFAULT_TIMEOUT,
+            empty: false,
+            access: None,
+            dispatch: Dispatch::Multicast,
+            common: Common::default(),
+        }
+    }
+
+    const KEY: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+
+    fn words(s: &str) -> Vec<String> {
+        split_words(s).unwrap()
+    }
+
+    // --- whole-input checks ---
+
+    #[test]
+    fn empty_and_blank_inputs_are_empty() {
+        assert_eq!(parse(""), Err(RequestError::Empty));
+        assert_eq!(parse("    "), Err(RequestError::Empty));
+        assert_eq!(Request::parse_words::<&str>(&[]), Err(RequestError::Empty));
+    }
+
+    #[test]
+    fn input_over_max_request_is_too_long() {
+        let long = format!("sub {}", "x".repeat(MAX_REQUEST - 3));
+        assert_eq!(long.len(), MAX_REQUEST + 1);
+        assert_eq!(parse(&long), Err(RequestError::TooLong(MAX_REQUEST + 1)));
+        // Length is checked before bytes.
+        assert_eq!(
+            Request::parse(&[0u8; MAX_REQUEST + 1]),
+            Err(RequestError::TooLong(MAX_REQUEST + 1))
+        );
+        let at_limit = "x".repeat(MAX_REQUEST);
+        assert!(matches!(
+            parse(&at_limit),
+            Err(RequestError::UnknownVerb(_))
+        ));
+    }
+
+    #[test]
+    fn control_and_non_ascii_bytes_are_refused() {
+        for input in [
+            &b"sub x\0"[..],
+            b"sub x\n",
+            b"sub\tx",
+            b"sub x\x1b[2J",
+            b"sub x\x7f",
+            "sub caf\u{e9}".as_bytes(),
+            b"sub \xff",
+        ] {
+            assert!(
+                matches!(Request::parse(input), Err(RequestError::BadByte(_))),
+                "{input:?}"
+            );
+        }
+        let err = Request::parse(b"sub a\nb").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "command contains a control or non-ASCII byte: sub a\\nb"
+        );
+    }
+
+    #[test]
+    fn parse_words_applies_the_same_checks() {
+        assert_eq!(
+            Request::parse_words(&["sub", "a\nb"]),
+            Err(RequestError::BadByte("a\\nb".into()))
+        );
+        let big = "x".repeat(MAX_TOPIC_NAME);
+        let pad = "y".repeat(MAX_REQUEST - 4 - MAX_TOPIC_NAME - 1);
+        // 1024 bytes in all: accepted by the length check, refused as an extra argument.
+        assert!(matches!(
+            Request::parse_words(&["sub", big.as_str(), pad.as_str()]),
+            Err(RequestError::Extra { .. })
+        ));
+        let bigger = "x".repeat(MAX_REQUEST - 3);
+        assert_eq!(
+            Request::parse_words(&["sub", bigger.as_str()]),
+            Err(RequestError::TooLong(MAX_REQUEST + 1))
+        );
+        assert_eq!(
+            Request::parse_words(&["pub", "-b", "false", "x"]),
+            parse("pub -b false x")
+        );
+        // Words keep their spaces: no re-splitting of argv.
+        assert!(matches!(
+            Request::parse_words(&["sub", "a b"]),
+            Err(RequestError::BadTopic(_))
+        ));
+    }
+
+    // --- word splitting ---
+
+    #[test]
+    fn splitting_handles_spaces_and_quotes() {
+        assert_eq!(words("  pub   x  "), ["pub", "x"]);
+        assert_eq!(words("a'b c'd"), ["ab cd"]);
+        assert_eq!(words("'' x"), ["", "x"]);
+        assert_eq!(words(r#""a\"b\\c\d""#), [r#"a"b\c\d"#]);
+        assert_eq!(words(r"a\ b \'"), ["a b", "'"]);
+        assert_eq!(words(r#"'a"b' "c'd""#), [r#"a"b"#, "c'd"]);
+        assert_eq!(words("'$(id)' `x` ;|"), ["$(id)", "`x`", ";|"]);
+    }
+
+    #[test]
+    fn unterminated_quotes_are_refused() {
+        for input in ["sub 'x", "sub \"x", "sub x\\", "sub \"x\\\"", "'"] {
+            assert_eq!(
+                parse(input),
+                Err(RequestError::UnterminatedQuote),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_quoted_word_is_a_word() {
+        assert!(matches!(parse("''"), Err(RequestError::UnknownVerb(v)) if v.is_empty()));
+        assert!(matches!(parse("sub ''"), Err(RequestError::BadTopic(_))));
+    }
+
+    // --- verbs ---
+
+    #[test]
+    fn simple_verbs_parse() {
+        assert_eq!(parse("whoami"), Ok(Request::Whoami));
+        assert_eq!(parse("help"), Ok(Request::Help));
+        assert_eq!(parse("version -c"), Ok(Request::Version));
+        assert_eq!(parse("whoami -q"), Ok(Request::Whoami));
+        assert_eq!(parse("ls"), Ok(Request::Ls(Ls::default())));
+        assert_eq!(
+            parse("ls -c --json"),
+            Ok(Request::Ls(Ls {
+                json: true,
+                common: Common { quiet: true }
+            }))
+        );
+    }
+
+    #[test]
+    fn unknown_verbs_are_refused_with_a_hint() {
+        for verb in [
+            "monitor", "status", "uptime", "rss", "grant", "revoke", "grants", "logs", "PUB",
+            "--help",
+        ] {
+            assert!(
+                matches!(parse(verb), Err(RequestError::UnknownVerb(_))),
+                "{verb}"
+            );
+        }
+        assert_eq!(
+            parse("monitor x").unwrap_err().to_string(),
+            "unknown command: monitor (try: help)"
+        );
+    }
+
+    #[test]
+    fn verbs_without_arguments_refuse_extras() {
+        for input in ["help me", "version 2", "whoami x", "ls x", "ls --json x"] {
+            assert!(
+                matches!(parse(input), Err(RequestError::Extra { .. })),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse("whoami --json"),
+            Err(RequestError::UnknownFlag {
+                verb: "whoami",
+                flag: "--json".into()
+            })
+        );
+        assert!(matches!(
+            parse("ls -p"),
+            Err(RequestError::UnknownFlag { .. })
+        ));
+    }
+
+    #[test]
+    fn help_flag_on_any_verb_is_help() {
+        for input in [
+            "pub -h",
+            "sub --help",
+            "pipe x -h",
+            "ls -h",
+            "whoami --help",
+            "help -h",
+        ] {
+            assert_eq!(parse(input), Ok(Request::Help), "{input}");
+        }
+        // `sub` needs a topic, but asking for help is not an error.
+        assert_eq!(parse("sub -h"), Ok(Request::Help));
+        assert_eq!(parse("sub -h=false x"), Ok(Request::Sub(sub_req("sub x"))));
+    }
+
+    // --- topics ---
+
+    #[test]
+    fn topic_words_name_namespaces() {
+        assert_eq!(
+            pub_req("pub x").topic,
+            Some(TopicRef {
+                namespace: Namespace::Own,
+                name: TopicName::new("x").unwrap()
+            })
+        );
+        assert_eq!(
+            sub_req("sub alice/x").topic.namespace,
+            Namespace::User(user("alice"))
+        );
+        assert_eq!(sub_req("sub public/x").topic, public("x"));
+        assert_eq!(sub_req("sub -p x").topic, public("x"));
+        assert_eq!(sub_req("sub x -p").topic, public("x"));
+        assert_eq!(sub_req("sub -p public/x").topic, public("x"));
+        assert_eq!(sub_req("sub -p=false x").topic.namespace, Namespace::Own);
+        assert_eq!(
+            sub_req("sub image:v1.2_rc-3").topic.name.as_str(),
+            "image:v1.2_rc-3"
+        );
+        assert_eq!(
+            parse("sub -p alice/x"),
+            Err(RequestError::PublicWithOwner("alice/x".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_topics_are_bad_topics() {
+        let long = "x".repeat(65);
+        for word in [
+            "../x", "a/b/c", "/x", "x/", "a//b", ".x", "x*", "x y", "Alice/x", "public/", "$(id)",
+            "`id`", "x;y", "a|b", &long, "x\\y",
+        ] {
+            let input = format!("sub '{word}'");
+            assert!(
+                matches!(parse(&input), Err(RequestError::BadTopic(_))),
+                "{input}: {:?}",
+                parse(&input)
+            );
+        }
+        assert!(TopicName::new(&"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn shell_syntax_is_inert() {
+        assert!(matches!(parse("pub $(id)"), Err(RequestError::BadTopic(_))));
+        assert!(matches!(parse("sub ;ls"), Err(RequestError::BadTopic(_))));
+        assert!(matches!(parse("sub `id`"), Err(RequestError::BadTopic(_))));
+        assert!(matches!(parse("sub x;ls"), Err(RequestError::BadTopic(_))));
+        assert!(matches!(
+            parse("sub x | ls"),
+            Err(RequestError::Extra { .. })
+        ));
+    }
+
+    #[test]
+    fn user_names_follow_the_grammar() {
+        for ok in ["alice", "_svc", "a-b_c9", &"a".repeat(32)] {
+            assert!(UserName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "public",
+            "Alice",
+            "9lives",
+            "-a",
+            "",
+            "a.b",
+            &"a".repeat(33),
+        ] {
+            assert!(
+                matches!(UserName::new(bad), Err(RequestError::BadUser(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!("bob".parse::<UserName>(), Ok(user("bob")));
+        assert!("bad topic".parse::<TopicName>().is_err());
+    }
+
+    #[test]
+    fn sub_requires_a_topic_and_one_positional_only() {
+        assert_eq!(
+            parse("sub -k"),
+            Err(RequestError::MissingTopic { verb: "sub" })
+        );
+        assert_eq!(
+            parse("sub a b"),
+            Err(RequestError::Extra {
+                verb: "sub",
+                arg: "b".into()
+            })
+        );
+        assert_eq!(parse("pub"), Ok(Request::Pub(default_pub())));
+        assert_eq!(pipe_req("pipe").topic, None);
+        assert_eq!(
+            parse("pub -p"),
+            Err(RequestError::PublicWithoutTopic { verb: "pub" })
+        );
+    }
+
+    // --- flags ---
+
+    #[test]
+    fn flags_and_topic_come_in_any_order() {
+        let want = sub_req("sub -c topic -k");
+        assert!(want.keep && want.common.quiet);
+        for input in ["sub topic -c -k", "sub -k -c topic", "sub -q --keep topic"] {
+            assert_eq!(sub_req(input), want, "{input}");
+        }
+        assert_eq!(pub_req("pub foo -p"), pub_req("pub -p foo"));
+    }
+
+    #[test]
+    fn every_flag_form_works() {
+        let five = Duration::from_secs(5);
+        for input in [
+            "pub -t 5s x",
+            "pub -t=5s x",
+            "pub --timeout 5s x",
+            "pub --timeout=5s x",
+            "pub x -t 5000ms",
+        ] {
+            assert_eq!(pub_req(input).timeout, five, "{input}");
+        }
+        for input in [
+            "pub -b=false",
+            "pub --block=false",
+            "pub -b false",
+            "pub --block false",
+            "pub -b=0",
+            "pub -b=F",
+            "pub -b=FALSE",
+            "pub -b=False",
+        ] {
+            assert!(!pub_req(input).block, "{input}");
+        }
+        for input in [
+            "pub -b",
+            "pub --block",
+            "pub -b=1",
+            "pub -b=t",
+            "pub -b=True",
+            "pub -b true",
+        ] {
+            assert!(pub_req(input).block, "{input}");
+        }
+    }
+
+    #[test]
+    fn all_pub_flags() {
+        let p = pub_req("pub -b=false -t 1h30m -e -a alice,bob -d round-robin -c x");
+        assert_eq!(
+            p,
+            Pub {
+                topic: Some(topic("x")),
+                block: false,
+                timeout: Duration::from_secs(5400),
+                empty: true,
+                access: Some(AccessList(vec![
+                    Grantee::User(user("alice")),
+                    Grantee::User(user("bob"))
+                ])),
+                dispatch: Dispatch::RoundRobin,
+                common: Common { quiet: true },
+            }
+        );
+        assert_eq!(
+            pub_req("pub --dispatch=multicast -d round_robin").dispatch,
+            Dispatch::RoundRobin
+        );
+        assert!(matches!(
+            parse("pub -d broadcast"),
+            Err(RequestError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn all_sub_and_pipe_flags() {
+        let s = sub_req("sub --keep --lines 3 -a '' x --quiet");
+        assert_eq!(
+            s,
+            Sub {
+                topic: topic("x"),
+                keep: true,
+                lines: Some(3),
+                access: Some(AccessList(vec![])),
+                common: Common { quiet: true },
+            }
+        );
+        let p = pipe_req("pipe -r -d=round_robin --replay=false room -a=carol");
+        assert!(!p.replay);
+        assert_eq!(p.dispatch, Dispatch::RoundRobin);
+        assert_eq!(
+            p.access,
+            Some(AccessList(vec![Grantee::User(user("carol"))]))
+        );
+        assert!(pipe_req("pipe -r").replay);
+    }
+
+    #[test]
+    fn flags_of_other_verbs_are_unknown() {
+        for (input, flag) in [
+            ("sub x -b", "-b"),
+            ("sub x -t 5s", "-t"),
+            ("sub x -d multicast", "-d"),
+            ("pub -k", "-k"),
+            ("pub -n 1", "-n"),
+            ("pub -r", "-r"),
+            ("pipe -e", "-e"),
+            ("pub --json", "--json"),
+            ("pub -x", "-x"),
+            ("pub --nope=1", "--nope"),
+            ("pub -bc", "-bc"),
+            ("pub -block", "-block"),
+            ("pub --b", "--b"),
+            ("pub --", "--"),
+            ("pub -", "-"),
+        ] {
+            match parse(input) {
+                Err(RequestError::UnknownFlag { flag: f, .. }) => assert_eq!(f, flag, "{input}"),
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse("sub x -b").unwrap_err().to_string(),
+            "sub: unknown flag: -b (try: help)"
+        );
+    }
+
+    #[test]
+    fn bool_next_word_rule() {
+        // `true`/`false` after a bare bool flag is its value...
+        let p = pub_req("pub -b false x");
+        assert!(!p.block);
+        assert_eq!(p.topic, Some(topic("x")));
+        assert!(pub_req("pub -e true").empty);
+        assert_eq!(pub_req("pub -e true").topic, None);
+        assert!(!pub_req("pub -e false").empty);
+        // ...any other word is not.
+        let p = pub_req("pub -e yes");
+        assert!(p.empty);
+        assert_eq!(p.topic, Some(topic("yes")));
+        assert_eq!(pub_req("pub -b True").topic, Some(topic("True")));
+        // A topic named `false` goes before the flags.
+        let p = pub_req("pub false -b");
+        assert!(p.block);
+        assert_eq!(p.topic, Some(topic("false")));
+        // A value flag takes the next word whatever it is.
+        assert_eq!(pub_req("pub -d multicast true").topic, Some(topic("true")));
+    }
+
+    #[test]
+    fn bad_bool_values() {
+        for input in ["pub -b=yes", "pub -b=", "pub -e=2", "sub x -k=on"] {
+            assert!(
+                matches!(parse(input), Err(RequestError::BadValue { .. })),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse("pub -b=yes").unwrap_err().to_string(),
+            "pub: bad value for -b: yes (expected true or false)"
+        );
+    }
+
+    #[test]
+    fn missing_values() {
+        for (input, flag) in [
+            ("pub -t", "-t"),
+            ("sub x --lines", "--lines"),
+            ("pipe -a", "-a"),
+            ("pub -d", "-d"),
+        ] {
+            match parse(input) {
+                Err(RequestError::MissingValue { flag: f, .. }) => assert_eq!(f, flag),
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_flags_keep_the_last_value() {
+        assert!(!pub_req("pub -b -b=false").block);
+        assert_eq!(pub_req("pub -t 1s -t 2s").timeout, Duration::from_secs(2));
+    }
+
+    // --- values ---
+
+    #[test]
+    fn valid_durations() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("5s", ms(5000)),
+            ("500ms", ms(500)),
+            ("1h30m", ms(5_400_000)),
+            ("1.5h", ms(5_400_000)),
+            ("1m30s", ms(90_000)),
+            (".5s", ms(500)),
+            ("1.s", ms(1000)),
+            ("1ns", Duration::from_nanos(1)),
+            ("1us", Duration::from_micros(1)),
+            ("1.0000000001s", ms(1000)),
+            ("8760h", MAX_TIMEOUT),
+            ("1h1h", ms(7_200_000)),
+            (
+                "0.333333333333333333333333h",
+                Duration::from_nanos(1_199_999_999_999),
+            ),
+        ] {
+            assert_eq!(parse_duration(text), Some(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_durations() {
+        let too_many_digits = format!("0.{}1s", "0".repeat(25));
+        for text in [
+            "",
+            "5",
+            "-5s",
+            "+5s",
+            "5 s",
+            "s",
+            ".s",
+            "5x",
+            "5sec",
+            "1µs",
+            "1h-1m",
+            "5S",
+            "00",
+            "8760h1ns",
+            "9999999999999999999999999999999999999999h",
+            "1e3s",
+            "5..5s",
+            &too_many_digits,
+        ] {
+            assert_eq!(parse_duration(text), None, "{text}");
+        }
+        assert!(matches!(
+            parse("pub -t 1y"),
+            Err(RequestError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse("pub -t=9000h"),
+            Err(RequestError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn lines_values() {
+        assert_eq!(sub_req("sub x -n 1").lines, Some(1));
+        assert_eq!(sub_req("sub x -n=4294967295").lines, Some(MAX_LINES));
+        for bad in [
+            "0",
+            "-1",
+            "+1",
+            "4294967296",
+            "1.5",
+            "x",
+            "",
+            "99999999999999999999999",
+        ] {
+            let input = format!("sub x -n '{bad}'");
+            assert!(
+                matches!(parse(&input), Err(RequestError::BadValue { .. })),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn access_lists() {
+        let list = |s: &str| match parse(&format!("sub x -a {s}")) {
+            Ok(Request::Sub(Sub { access, .. })) => access,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(
+            list(&format!("' alice , {KEY} ,bob'")),
+            Some(AccessList(vec![
+                Grantee::User(user("alice")),
+                Grantee::Key(KEY.into()),
+                Grantee::User(user("bob")),
+            ]))
+        );
+        assert_eq!(list("''"), Some(AccessList(vec![])));
+        assert_eq!(list("' '"), Some(AccessList(vec![])));
+        assert_eq!(sub_req("sub x --access=").access, Some(AccessList(vec![])));
+        for bad in [
+            "a,,b",
+            "a,",
+            ",a",
+            "Alice",
+            "public",
+            "SHA256:short",
+            &format!("{KEY}="),
+            &format!("{}!", &KEY[..KEY.len() - 1]),
+            "sha256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+            "'a b'",
+        ] {
+            let input = format!("sub x -a {bad}");
+            assert!(
+                matches!(parse(&input), Err(RequestError::BadValue { .. })),
+                "{input}: {:?}",
+                parse(&input)
+            );
+        }
+        let many = vec!["u"; MAX_GRANTEES + 1].join(",");
+        assert_eq!(
+            parse(&format!("sub x -a {many}")),
+            Err(RequestError::TooManyGrantees {
+                verb: "sub",
+                count: MAX_GRANTEES + 1
+            })
+        );
+    }
+
+    #[test]
+    fn access_with_public_topic_is_refused() {
+        for input in ["pub -p x -a bob", "sub public/x -a ''", "pipe -a bob -p x"] {
+            assert!(
+                matches!(parse(input), Err(RequestError::AccessWithPublic { .. })),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse("pub -p x -a bob").unwrap_err().to_string(),
+            "pub: -a cannot be used with public topics"
+        );
+    }
+
+    #[test]
+    fn echoed_input_is_escaped_and_truncated() {
+        let err = parse(&format!("sub {}", "x".repeat(500)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 200, "{err}");
+        let err = parse(r"sub a\\b").unwrap_err().to_string();
+        assert!(err.contains(r"a\\b"), "{err}");
+        let err = parse(&format!("{} x", "v".repeat(300)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 120, "{err}");
+    }
+
+    // --- rendering ---
+
+    #[test]
+    fn render_is_canonical() {
+        assert_eq!(parse("pub").map(|r| r.render()), Ok("pub".into()));
+        assert_eq!(
+            parse(&format!(
+                "pub topic -c -d round-robin -a alice,{KEY} -e -t 5s -b=0"
+            ))
+            .map(|r| r.render()),
+            Ok(format!(
+                "pub --block=false --timeout=5000ms --empty --access=alice,{KEY} \
+                 --dispatch=round_robin --quiet topic"
+            ))
+        );
+        assert_eq!(
+            parse("pub -t 1ns x").map(|r| r.render()),
+            Ok("pub --timeout=1ns x".into())
+        );
+        assert_eq!(
+            parse("sub -p x -k -n 2 -q").map(|r| r.render()),
+            Ok("sub --keep --lines=2 --quiet public/x".into())
+        );
+        assert_eq!(
+            parse("sub bob/x -a ''").map(|r| r.render()),
+            Ok("sub --access= bob/x".into())
+        );
+        assert_eq!(
+            parse("pipe -r -c -d round_robin").map(|r| r.render()),
+            Ok("pipe --dispatch=round_robin --replay --quiet".into())
+        );
+        assert_eq!(
+            parse("ls -c --json").map(|r| r.render()),
+            Ok("ls --json --quiet".into())
+        );
+        assert_eq!(parse("whoami -c").map(|r| r.render()), Ok("whoami".into()));
+    }
+
+    #[test]
+    fn render_keeps_topics_named_true_or_false() {
+        for input in [
+            "pub true -e",
+            "sub false -k",
+            "pipe true -r -c",
+            "sub true",
+            "pub false -t 1s",
+        ] {
+            let r = parse(input).unwrap();
+            assert_eq!(
+                parse(&r.render()),
+                Ok(r.clone()),
+                "{input} -> {}",
+                r.render()
+            );
+        }
+        assert_eq!(
+            parse("pub true -e").unwrap().render(),
+            "pub --empty=true true"
+        );
+    }
+
+    #[test]
+    fn longest_rendering_fits() {
+        let key = Grantee::Key(KEY.into());
+        let r = Request::Pub(Pub {
+            topic: Some(TopicRef {
+                namespace: Namespace::User(user(&"u".repeat(MAX_USER_NAME))),
+                name: TopicName::new(&"t".repeat(MAX_TOPIC_NAME)).unwrap(),
+            }),
+            block: false,
+            timeout: MAX_TIMEOUT - Duration::from_nanos(1),
+            empty: true,
+            access: Some(AccessList(vec![key; MAX_GRANTEES])),
+            dispatch: Dispatch::RoundRobin,
+            common: Common { quiet: true },
+        });
+        let text = r.render();
+        assert!(text.len() <= MAX_REQUEST, "{}", text.len());
+        assert_eq!(text.len(), 194 + 16 * 51 - 1);
+        assert_eq!(parse(&text), Ok(r));
+    }
+
+    #[test]
+    fn quiet_and_verb() {
+        assert!(parse("sub x -c").unwrap().quiet());
+        assert!(!parse("sub x").unwrap().quiet());
+        assert!(parse("ls -q").unwrap().quiet());
+        assert!(!parse("whoami -q").unwrap().quiet());
+        for verb in ["pub", "sub", "pipe", "ls", "whoami", "help", "version"] {
+            let input = if verb == "sub" { "sub x" } else { verb };
+            assert_eq!(parse(input).unwrap().verb(), verb);
+        }
+    }
+
+    // --- properties ---
+
+    fn topic_name() -> impl Strategy<Value = TopicName> {
+        "[A-Za-z0-9][A-Za-z0-9._:-]{0,63}".prop_map(TopicName)
+    }
+
+    fn user_name() -> impl Strategy<Value = UserName> {
+        "[a-z_][a-z0-9_-]{0,31}"
+            .prop_filter("reserved", |s| s != PUBLIC)
+            .prop_map(UserName)
+    }
+
+    fn topic_ref() -> impl Strategy<Value = TopicRef> {
+        let namespace = prop_oneof![
+            Just(Namespace::Own),
+            user_name().prop_map(Namespace::User),
+            Just(Namespace::Public),
+        ];
+        (namespace, topic_name()).prop_map(|(namespace, name)| TopicRef { namespace, name })
+    }
+
+    fn access_list() -> impl Strategy<Value = Option<AccessList>> {
+        let grantee = prop_oneof![
+            user_name().prop_map(Grantee::User),
+            "SHA256:[A-Za-z0-9+/]{43}".prop_map(Grantee::Key),
+        ];
+        proptest::option::of(
+            proptest::collection::vec(grantee, 0..=MAX_GRANTEES).prop_map(AccessList),
+        )
+    }
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        let max = u64::try_from(MAX_TIMEOUT.as_nanos()).unwrap_or(u64::MAX);
+        prop_oneof![
+            Just(DEFAULT_TIMEOUT),
+            Just(MAX_TIMEOUT),
+            (0..=max / 1_000_000).prop_map(Duration::from_millis),
+            (0..=max).prop_map(Duration::from_nanos),
+        ]
+    }
+
+    fn dispatch() -> impl Strategy<Value = Dispatch> {
+        prop_oneof![Just(Dispatch::Multicast), Just(Dispatch::RoundRobin)]
+    }
+
+    /// `-a` is refused on public topics, so a generated request drops it there.
+    fn allowed_access(topic: Option<&TopicRef>, access: Option<AccessList>) -> Option<AccessList> {
+        match topic {
+            Some(t) if t.namespace == Namespace::Public => None,
+            _ => access,
+        }
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let common = any::<bool>().prop_map(|quiet| Common { quiet });
+        let pub_req = (
+            proptest::option::of(topic_ref()),
+            any::<bool>(),
+            duration(),
+            any::<bool>(),
+            access_list(),
+            dispatch(),
+            common.clone(),
+        )
+            .prop_map(|(topic, block, timeout, empty, access, dispatch, common)| {
+                Request::Pub(Pub {
+                    access: allowed_access(topic.as_ref(), access),
+                    topic,
+                    block,
+                    timeout,
+                    empty,
+                    dispatch,
+                    common,
+                })
+            });
+        let sub_req = (
+            topic_ref(),
+            any::<bool>(),
+            proptest::option::of(1..=MAX_LINES),
+            access_list(),
+            common.clone(),
+        )
+            .prop_map(|(topic, keep, lines, access, common)| {
+                Request::Sub(Sub {
+                    access: allowed_access(Some(&topic), access),
+                    topic,
+                    keep,
+                    lines,
+                    common,
+                })
+            });
+        let pipe_req = (
+            proptest::option::of(topic_ref()),
+            access_list(),
+            dispatch(),
+            any::<bool>(),
+            common.clone(),
+        )
+            .prop_map(|(topic, access, dispatch, replay, common)| {
+                Request::Pipe(PipeReq {
+                    access: allowed_access(topic.as_ref(), access),
+                    topic,
+                    dispatch,
+                    replay,
+                    common,
+                })
+            });
+        let ls =
+            (any::<bool>(), common).prop_map(|(json, common)| Request::Ls(Ls { json, common }));
+        prop_oneof![
+            4 => pub_req,
+            4 => sub_req,
+            4 => pipe_req,
+            1 => ls,
+            1 => Just(Request::Whoami),
+            1 => Just(Request::Help),
+            1 => Just(Request::Version),
+        ]
+    }
+
+    /// Request-shaped text: fragments that exercise every branch of the splitter and parser.
+    fn request_like() -> impl Strategy<Value = String> {
+        let fragment = prop_oneof![
+            Just(" "),
+            Just("  "),
+            Just("'"),
+            Just("\""),
+            Just("\\"),
+            Just("="),
+            Just(","),
+            Just("/"),
+            Just("pub "),
+            Just("sub "),
+            Just("pipe "),
+            Just("ls "),
+            Just("whoami"),
+            Just("-"),
+            Just("--"),
+            Just("-b"),
+            Just("-t"),
+            Just("-e"),
+            Just("-p"),
+            Just("-a"),
+            Just("-d"),
+            Just("-c"),
+            Just("-k"),
+            Just("-n"),
+            Just("-r"),
+            Just("-h"),
+            Just("--json"),
+            Just("--access="),
+            Just("--timeout="),
+            Just("true"),
+            Just("false"),
+            Just("1.5h"),
+            Just("30s"),
+            Just("0"),
+            Just("7"),
+            Just("round_robin"),
+            Just("SHA256:"),
+            Just("public/"),
+            Just("alice"),
+            Just("x"),
+            Just("$"),
+            Just(";"),
+        ];
+        proptest::collection::vec(fragment, 0..24).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_bytes(input in proptest::collection::vec(any::<u8>(), 0..1200)) {
+            let _ = Request::parse(&input);
+        }
+
+        #[test]
+        fn parse_words_never_panics(words in proptest::collection::vec(any::<String>(), 0..8)) {
+            let _ = Request::parse_words(&words);
+        }
+
+        #[test]
+        fn parse_never_panics_on_request_like_text(input in request_like()) {
+            // Whatever parses renders back to itself and fits.
+            if let Ok(r) = Request::parse(input.as_bytes()) {
+                let text = r.render();
+                prop_assert!(text.len() <= MAX_REQUEST);
+                prop_assert_eq!(Request::parse(text.as_bytes()), Ok(r));
+            }
+        }
+
+        #[test]
+        fn render_round_trips(r in request()) {
+            let text = r.render();
+            prop_assert!(text.len() <= MAX_REQUEST, "{} bytes: {}", text.len(), text);
+            prop_assert_eq!(Request::parse(text.as_bytes()), Ok(r));
+        }
+    }
+}

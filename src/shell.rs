@@ -1,0 +1,475 @@
+//! `pipe-shell`: the forced command sshd runs for every session.
+//!
+//! It is small on purpose and runs no async runtime: it works out the request, connects to
+//! `piped`, hands over its stdin and stdout with the hello, and then only waits for status
+//! frames, printing them on stderr, until the final one gives its exit code.
+//!
+//! # Entry forms
+//!
+//! - `SSH_ORIGINAL_COMMAND` set: sshd ran a forced command (`command="pipe-shell …"` in
+//!   authorized_keys, or `ForceCommand`); the variable is the client's request.
+//! - `-c STRING`: pipe-shell is the account's login shell. With `SSH_ORIGINAL_COMMAND` set,
+//!   STRING is the admin's forced command (its `--user`/`--key`/`--socket` are read from
+//!   it); without, STRING is the client's request itself.
+//! - plain argv (`pipe-shell pub t`): run by hand.
+//!
+//! The client's words and the admin's options are never merged: identity options are read
+//! only from argv or from a forced command, never from the request.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::stat::{SFlag, fstat};
+
+use crate::broker::DEFAULT_SOCKET;
+use crate::exit::{Exit, escape};
+use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient};
+use crate::request::{Request, RequestError};
+
+pub const USAGE: &str = "\
+pipe: networked *nix pipes over ssh
+
+usage: ssh HOST COMMAND
+
+  pub [TOPIC] [-b BOOL] [-t DUR] [-e] [-p] [-d MODE] [-c]
+        stdin to TOPIC (a random one if none; its name is printed on stderr).
+        -b=false  do not wait for a receiver      -t DUR   how long -b waits (24h)
+        -e        send one NUL byte, read nothing  -d MODE  multicast | round_robin
+  sub TOPIC [-k] [-n N] [-p] [-c]
+        TOPIC to stdout; ends when the last publisher leaves.
+        -k  keep listening after publishers leave   -n N  exit after N lines
+  pipe [TOPIC] [-p] [-d MODE] [-r] [-c]
+        both ways (chat, shared terminals); -r also receives your own writes.
+  ls [--json]      your topics       whoami     who the broker thinks you are
+  help             this text         version    the version
+
+  TOPIC is NAME (yours), OWNER/NAME (another's) or -p NAME / public/NAME.
+  -c or -q hides status lines. Flags may come before or after the topic.
+  Status lines go to stderr; stdout carries data only.
+
+exit codes: 0 ok, 1 internal error, 2 usage, 3 no such topic or access denied,
+  4 broker unavailable, 5 dropped as a stalled subscriber, 6 limit reached,
+  7 timed out waiting for a peer
+";
+
+/// What pipe-shell was told by its argv (and, as a login shell, by the forced command).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    socket: Option<PathBuf>,
+    user: Option<String>,
+    key: Option<String>,
+    command: Option<String>,
+    words: Vec<String>,
+}
+
+/// Parses pipe-shell's own argv (without the program name). Options come first; the first
+/// other word starts the request (plain-argv form).
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut opts = Options::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--socket" => opts.socket = Some(PathBuf::from(value("--socket")?)),
+            "--user" => opts.user = Some(value("--user")?),
+            "--key" => opts.key = Some(value("--key")?),
+            "-c" => opts.command = Some(value("-c")?),
+            _ => {
+                opts.words.push(arg.clone());
+                opts.words.extend(it.cloned());
+                break;
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// Where the request comes from, after the entry form is known.
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    /// Untrusted bytes from the client (`SSH_ORIGINAL_COMMAND`, or `-c` without one).
+    Remote(Vec<u8>),
+    /// Words typed by a local user.
+    Argv(Vec<String>),
+    /// Nothing asked: an interactive login.
+    Nothing,
+}
+
+/// Works out options and request from argv and `SSH_ORIGINAL_COMMAND`.
+fn entry(args: &[String], original: Option<Vec<u8>>) -> Result<(Options, Source), String> {
+    let mut opts = parse_options(args)?;
+    let original = original.filter(|o| !o.is_empty());
+    let source = match (opts.command.take(), original) {
+        (Some(forced), Some(request)) => {
+            // Login shell running the admin's forced command: read its options.
+            let words =
+                crate::request::split_words(&forced).map_err(|e| format!("forced command: {e}"))?;
+            let (prog, rest) = words.split_first().ok_or("empty forced command")?;
+            if !prog.ends_with("pipe-shell") {
+                return Err(format!(
+                    "forced command must run pipe-shell, not {}",
+                    escape(prog.as_bytes())
+                ));
+            }
+            let inner = parse_options(rest)?;
+            opts.socket = inner.socket.or(opts.socket);
+            opts.user = inner.user.or(opts.user);
+            opts.key = inner.key.or(opts.key);
+            Source::Remote(request)
+        }
+        (Some(command), None) => {
+            let is_forced = crate::request::split_words(&command)
+                .ok()
+                .and_then(|w| w.first().map(|p| p.ends_with("pipe-shell")))
+                .unwrap_or(false);
+            if is_forced {
+                // A forced command with no client command: an interactive login.
+                Source::Nothing
+            } else {
+                Source::Remote(command.into_bytes())
+            }
+        }
+        (None, Some(request)) => Source::Remote(request),
+        (None, None) if !opts.words.is_empty() => Source::Argv(std::mem::take(&mut opts.words)),
+        (None, None) => Source::Nothing,
+    };
+    Ok((opts, source))
+}
+
+fn say(line: &str) {
+    // stderr may be gone with the client; nothing useful can be done about it then.
+    let _ = writeln!(io::stderr(), "pipe: {line}");
+}
+
+/// pipe-shell's whole run; the binary's `main` calls this.
+pub fn run() -> Exit {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let original = std::env::var_os("SSH_ORIGINAL_COMMAND").map(|v| v.as_bytes().to_vec());
+    let port = std::env::var_os("SSH_CONNECTION").and_then(server_port);
+    clear_environment();
+
+    let (opts, source) = match entry(&args, original) {
+        Ok(e) => e,
+        Err(msg) => {
+            say(&msg);
+            return Exit::Usage;
+        }
+    };
+    let parsed: Result<Request, RequestError> = match &source {
+        Source::Remote(bytes) => Request::parse(bytes),
+        Source::Argv(words) => Request::parse_words(words),
+        Source::Nothing => {
+            let _ = io::stderr().write_all(USAGE.as_bytes());
+            return Exit::Usage;
+        }
+    };
+    let request = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            say(&e.to_string());
+            return Exit::Usage;
+        }
+    };
+    match request {
+        Request::Help => {
+            let _ = io::stderr().write_all(USAGE.as_bytes());
+            Exit::Ok
+        }
+        Request::Version => {
+            let _ = writeln!(io::stdout(), "pipe {}", env!("CARGO_PKG_VERSION"));
+            Exit::Ok
+        }
+        request => {
+            let socket = opts.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into());
+            let hello = Hello {
+                version: PROTOCOL_VERSION,
+                request: request.render(),
+                user: opts.user.clone(),
+                key: opts.key.clone(),
+            };
+            talk(&socket, &hello, request.quiet(), port)
+        }
+    }
+}
+
+/// Drops every inherited variable. sshd lets clients set some (`AcceptEnv LANG LC_*` on
+/// Debian, which a `Match` block cannot narrow), and nothing here needs any of them.
+fn clear_environment() {
+    let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for name in names {
+        // SAFETY: called at the start of main, before pipe-shell starts any thread, so no
+        // other thread can be reading the environment.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// The server's port from `SSH_CONNECTION` ("client-ip client-port server-ip server-port"),
+/// for the `ssh -p PORT … sub NAME` hint.
+fn server_port(conn: OsString) -> Option<u16> {
+    let conn = conn.to_string_lossy().into_owned();
+    conn.split(' ').nth(3)?.parse().ok()
+}
+
+/// Connects, hands over stdio, relays status frames, returns the final exit.
+fn talk(socket: &std::path::Path, hello: &Hello, quiet: bool, port: Option<u16>) -> Exit {
+    let mut sock = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(_) => {
+            say("broker unavailable");
+            return Exit::Unavailable;
+        }
+    };
+    let stdio = match Stdio::prepare() {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("stdio: {e}"));
+            return Exit::Internal;
+        }
+    };
+    if proto::send_hello(&sock, hello, &stdio.raw()).is_err() {
+        say("broker unavailable");
+        return Exit::Unavailable;
+    }
+    let stdio = stdio.handed_over();
+    let mut buf = Vec::new();
+    let exit = loop {
+        match proto::read_frame(&mut sock, &mut buf) {
+            Ok(ToClient::Status { line }) => {
+                if !quiet {
+                    say(&line);
+                }
+            }
+            Ok(ToClient::Topic { name }) => {
+                if quiet {
+                    let _ = writeln!(io::stderr(), "{name}");
+                } else {
+                    say(&format!("to subscribe: {}sub {name}", ssh_hint(port)));
+                }
+            }
+            Ok(ToClient::Exit { code, message }) => {
+                if let Some(m) = message {
+                    say(&m);
+                }
+                break code;
+            }
+            Err(_) => {
+                say("broker unavailable");
+                break Exit::Unavailable;
+            }
+        }
+    };
+    drop(sock);
+    stdio.finish();
+    exit
+}
+
+/// `ssh [-p PORT] HOST ` as a user on another machine would type it.
+fn ssh_hint(port: Option<u16>) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "HOST".to_string());
+    match port {
+        Some(p) if p != 22 => format!("ssh -p {p} {host} "),
+        _ => format!("ssh {host} "),
+    }
+}
+
+/// The two descriptors handed to the broker. sshd gives a forced command pipes, which go
+/// over as they are. A terminal or a file (pipe-shell run by hand) cannot be polled, so a
+/// pipe is put in front of it with a thread copying between the two.
+struct Stdio {
+    input: Side,
+    output: Side,
+}
+
+enum Side {
+    /// The process's own descriptor, passed as is; its original flags are restored at exit
+    /// (the broker makes the shared file description non-blocking).
+    Direct { fd: i32, flags: Option<OFlag> },
+    /// Our end of a pipe (kept only until the hello is sent) and the copying thread.
+    Bridged {
+        passed: OwnedFd,
+        copier: JoinHandle<()>,
+    },
+}
+
+impl Side {
+    fn raw(&self) -> i32 {
+        match self {
+            Side::Direct { fd, .. } => *fd,
+            Side::Bridged { passed, .. } => passed.as_raw_fd(),
+        }
+    }
+}
+
+fn pollable(fd: BorrowedFd<'_>) -> bool {
+    fstat(fd).is_ok_and(|st| {
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
+    })
+}
+
+impl Stdio {
+    fn prepare() -> io::Result<Stdio> {
+        let stdin = io::stdin();
+        let stdout = io::stdout();
+        let input = if pollable(stdin.as_fd()) {
+            Side::Direct {
+                fd: 0,
+                flags: fcntl(stdin.as_fd(), FcntlArg::F_GETFL)
+                    .ok()
+                    .map(OFlag::from_bits_truncate),
+            }
+        } else {
+            let (read, write) = nix::unistd::pipe()?;
+            let copier = std::thread::spawn(move || {
+                let mut to = File::from(write);
+                let _ = io::copy(&mut io::stdin().lock(), &mut to);
+            });
+            Side::Bridged {
+                passed: read,
+                copier,
+            }
+        };
+        let output = if pollable(stdout.as_fd()) {
+            Side::Direct {
+                fd: 1,
+                flags: fcntl(stdout.as_fd(), FcntlArg::F_GETFL)
+                    .ok()
+                    .map(OFlag::from_bits_truncate),
+            }
+        } else {
+            let (read, write) = nix::unistd::pipe()?;
+            let copier = std::thread::spawn(move || {
+                let mut from = File::from(read);
+                let mut out = io::stdout().lock();
+                let _ = io::copy(&mut from, &mut out);
+                let _ = out.flush();
+            });
+            Side::Bridged {
+                passed: write,
+                copier,
+            }
+        };
+        Ok(Stdio { input, output })
+    }
+
+    fn raw(&self) -> [i32; 2] {
+        [self.input.raw(), self.output.raw()]
+    }
+
+    /// After the hello: close our copies of bridged pipe ends so the broker's copies are
+    /// the only ones (the output copier sees end of file when the broker closes its end).
+    fn handed_over(self) -> Handed {
+        let keep = |side: Side| match side {
+            Side::Direct { fd, flags } => (Some((fd, flags)), None),
+            Side::Bridged { passed, copier } => {
+                drop(passed);
+                (None, Some(copier))
+            }
+        };
+        let (direct_in, _input_copier) = keep(self.input);
+        let (direct_out, output_copier) = keep(self.output);
+        Handed {
+            direct: [direct_in, direct_out],
+            output_copier,
+        }
+    }
+}
+
+struct Handed {
+    direct: [Option<(i32, Option<OFlag>)>; 2],
+    output_copier: Option<JoinHandle<()>>,
+}
+
+impl Handed {
+    /// Waits for bridged output to be written, and gives passed descriptors their
+    /// original blocking mode back (they may be shared with the user's shell).
+    fn finish(self) {
+        if let Some(copier) = self.output_copier {
+            let _ = copier.join();
+        }
+        for (fd, flags) in self.direct.into_iter().flatten() {
+            if let Some(flags) = flags {
+                // SAFETY: fd 0 and 1 stay open for the whole life of the process.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                let _ = fcntl(fd, FcntlArg::F_SETFL(flags));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn forced_command_options_come_from_the_admin_string() {
+        let (opts, src) = entry(
+            &args(&[
+                "-c",
+                "/usr/bin/pipe-shell --user alice --key SHA256:k --socket /s",
+            ]),
+            Some(b"sub x".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(opts.user.as_deref(), Some("alice"));
+        assert_eq!(opts.key.as_deref(), Some("SHA256:k"));
+        assert_eq!(opts.socket, Some(PathBuf::from("/s")));
+        assert_eq!(src, Source::Remote(b"sub x".to_vec()));
+    }
+
+    #[test]
+    fn a_client_command_never_supplies_options() {
+        // No forced command: the -c string is the client's, and a pipe-shell path in it is
+        // just an unknown verb later, never options.
+        let (opts, src) = entry(&args(&["-c", "sub --user bob x"]), None).unwrap();
+        assert_eq!(opts.user, None);
+        assert_eq!(src, Source::Remote(b"sub --user bob x".to_vec()));
+        let (opts, src) = entry(&args(&["-c", "/usr/bin/pipe-shell --user bob"]), None).unwrap();
+        assert_eq!(opts.user, None);
+        assert_eq!(src, Source::Nothing);
+    }
+
+    #[test]
+    fn the_forced_command_must_be_pipe_shell() {
+        assert!(entry(&args(&["-c", "/bin/sh -x"]), Some(b"ls".to_vec())).is_err());
+    }
+
+    #[test]
+    fn plain_argv_and_interactive_forms() {
+        let (opts, src) = entry(&args(&["--socket", "/s", "pub", "t"]), None).unwrap();
+        assert_eq!(opts.socket, Some(PathBuf::from("/s")));
+        assert_eq!(src, Source::Argv(args(&["pub", "t"])));
+        let (_, src) = entry(&args(&["--socket", "/s"]), Some(Vec::new())).unwrap();
+        assert_eq!(src, Source::Nothing);
+    }
+
+    #[test]
+    fn server_port_is_the_fourth_field() {
+        assert_eq!(
+            server_port("127.0.0.1 5000 127.0.0.1 2222".into()),
+            Some(2222)
+        );
+        assert_eq!(server_port("junk".into()), None);
+    }
+}
