@@ -18,7 +18,7 @@ pub mod topic;
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -167,20 +167,28 @@ impl Broker {
         let topic = match topics.get(&key) {
             Some(t) => t.clone(),
             None => {
-                let (mine, public) = topics.keys().fold((0, 0), |(m, p), k| match &k.owner {
-                    Owner::User(u) if u == user => (m + 1, p),
-                    _ => (m, p),
-                });
-                let _ = public;
-                if key.owner == Owner::Public {
-                    let live_public = topics.keys().filter(|k| k.owner == Owner::Public).count();
-                    if live_public >= self.config.max_public_topics {
-                        return Err(Refused::TooManyPublicTopics);
-                    }
-                } else if mine >= self.config.max_user_topics {
-                    return Err(Refused::TooManyTopics);
+                // Counting walks the live topics, but only when one is created, and the
+                // per-user caps keep the map small. Public topics count against whoever
+                // created them.
+                let (cap, refusal, mine) = match &key.owner {
+                    Owner::Public => (
+                        self.config.max_public_topics,
+                        Refused::TooManyPublicTopics,
+                        topics
+                            .values()
+                            .filter(|t| t.key.owner == Owner::Public && t.creator == user)
+                            .count(),
+                    ),
+                    owner => (
+                        self.config.max_user_topics,
+                        Refused::TooManyTopics,
+                        topics.keys().filter(|k| &k.owner == owner).count(),
+                    ),
+                };
+                if mine >= cap {
+                    return Err(refusal);
                 }
-                let t = Arc::new(Topic::new(key.clone(), self.config.window));
+                let t = Arc::new(Topic::new(key.clone(), user, self.config.window));
                 topics.insert(key, t.clone());
                 t
             }
@@ -259,7 +267,7 @@ impl Drop for Admission {
 /// Creates the listening socket: the directory (0750, when missing) and the socket (0660),
 /// both in `group` when given. A stale socket left by a crashed broker is replaced; a live
 /// one is an error.
-pub fn bind(config: &Config) -> Result<(UnixListener, bool), BrokerError> {
+pub fn bind(config: &Config) -> Result<UnixListener, BrokerError> {
     let path = &config.socket;
     let gid = match &config.socket_group {
         Some(name) => Some(
@@ -300,12 +308,12 @@ pub fn bind(config: &Config) -> Result<(UnixListener, bool), BrokerError> {
     if let Some(gid) = gid {
         chown(path, None, Some(gid.as_raw())).map_err(sock_err)?;
     }
-    Ok((listener, true))
+    Ok(listener)
 }
 
 /// Runs the broker until SIGTERM or SIGINT, then shuts down as described in the module docs.
 pub async fn run(config: Config) -> Result<(), BrokerError> {
-    let (listener, owned) = bind(&config)?;
+    let listener = bind(&config)?;
     let socket = config.socket.clone();
     let service_uid = nix::unistd::User::from_name(&config.service_user)
         .ok()
@@ -333,9 +341,7 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
         }
     }
     drop(listener);
-    if owned {
-        let _ = std::fs::remove_file(&socket);
-    }
+    let _ = std::fs::remove_file(&socket);
     shutdown(&broker, &tracker).await;
     Ok(())
 }
@@ -371,10 +377,4 @@ pub fn parse_size(s: &str) -> Option<usize> {
         _ => (s, 1),
     };
     num.parse::<usize>().ok()?.checked_mul(mult)
-}
-
-/// True for paths this broker should never remove (used by tests of `bind`).
-pub fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }

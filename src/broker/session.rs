@@ -655,11 +655,16 @@ async fn pipe(ctx: &Ctx, p: &PipeReq, input: Fd, output: Fd) -> Outcome {
         block: false,
         timeout: Duration::ZERO,
     };
-    tokio::select! {
-        sent = pump(ctx, topic, &input, &offer) => match sent {
+    // Receiving goes on while this client's last writes are delivered (with `-r` it is
+    // one of their receivers), so the drain lives inside the publishing future.
+    let publishing = async {
+        match pump(ctx, topic, &input, &offer).await {
             Ok(end) => finish_publishing(ctx, topic, end).await,
             Err(o) => o,
-        },
+        }
+    };
+    tokio::select! {
+        out = publishing => out,
         got = deliver(ctx, &sub, &output, None) => got,
     }
 }

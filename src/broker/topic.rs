@@ -181,6 +181,8 @@ pub struct TopicStats {
 
 pub struct Topic {
     pub key: TopicKey,
+    /// Who created it (public topics count against their creator's cap).
+    pub creator: String,
     window: u64,
     created: Instant,
     state: Mutex<State>,
@@ -190,9 +192,10 @@ pub struct Topic {
 }
 
 impl Topic {
-    pub fn new(key: TopicKey, window: usize) -> Topic {
+    pub fn new(key: TopicKey, creator: &str, window: usize) -> Topic {
         Topic {
             key,
+            creator: creator.to_string(),
             window: window as u64,
             created: Instant::now(),
             state: Mutex::new(State::default()),
@@ -572,6 +575,7 @@ mod tests {
                 owner: Owner::User("alice".into()),
                 name: "t".into(),
             },
+            "alice",
             window,
         )
     }
