@@ -491,11 +491,16 @@ impl Cutter {
         if self.buf.is_empty() {
             return None;
         }
-        if !self.lines || self.buf.len() >= CHUNK {
+        if !self.lines {
             return Some(self.buf.split().freeze());
         }
-        let cut = self.buf.iter().rposition(|&b| b == b'\n')?;
-        Some(self.buf.split_to(cut + 1).freeze())
+        match self.buf.iter().rposition(|&b| b == b'\n') {
+            Some(cut) => Some(self.buf.split_to(cut + 1).freeze()),
+            // A line longer than a chunk goes out in pieces; nothing else can be done
+            // without unbounded buffering.
+            None if self.buf.len() >= CHUNK => Some(self.buf.split().freeze()),
+            None => None,
+        }
     }
 
     fn finish(&mut self) -> Option<Bytes> {
@@ -751,6 +756,16 @@ mod tests {
         c.push(b"o\nthree");
         assert_eq!(c.next_chunk().as_deref(), Some(&b"two\n"[..]));
         assert_eq!(c.finish().as_deref(), Some(&b"three"[..]));
+    }
+
+    #[test]
+    fn a_full_round_robin_buffer_is_still_cut_at_a_line_end() {
+        let mut c = Cutter::new(true);
+        let mut data = vec![b'x'; CHUNK];
+        data[100] = b'\n';
+        c.push(&data);
+        assert_eq!(c.next_chunk().map(|b| b.len()), Some(101));
+        assert_eq!(c.next_chunk(), None, "the rest waits for its line end");
     }
 
     #[test]

@@ -1,0 +1,115 @@
+//! The ways `pipe-shell` is started (DESIGN §3), run locally against a real broker, no sshd:
+//! `-c STRING` (pipe-shell as the login shell), `SSH_ORIGINAL_COMMAND` (forced command), plain
+//! argv (by hand), and a login shell whose `-c` string is the admin's forced command.
+//! The tests run as root, so the identity is `root`.
+
+mod common;
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+#[track_caller]
+fn assert_json_array(out: &Output, what: &str) {
+    assert_eq!(out.code, Some(0), "{what}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        matches!(
+            serde_json::from_str::<Value>(text.trim()),
+            Ok(Value::Array(_))
+        ),
+        "{what}: stdout is not one JSON array: {out:?}"
+    );
+}
+
+#[test]
+fn login_shell_form_runs_the_client_command() {
+    let h = Harness::broker_only();
+    let mut c = h.pipe_shell();
+    c.args(["-c", "ls --json"]);
+    let out = run_command(c, "pipe-shell -c 'ls --json'", b"", SHORT);
+    assert_json_array(&out, "-c 'ls --json'");
+}
+
+#[test]
+fn ssh_original_command_form_runs_the_request() {
+    let h = Harness::broker_only();
+    let mut c = h.pipe_shell();
+    c.env("SSH_ORIGINAL_COMMAND", "ls --json");
+    let out = run_command(c, "SSH_ORIGINAL_COMMAND='ls --json' pipe-shell", b"", SHORT);
+    assert_json_array(&out, "SSH_ORIGINAL_COMMAND");
+}
+
+#[test]
+fn plain_argv_form_runs_the_request() {
+    let h = Harness::broker_only();
+    let mut c = h.pipe_shell();
+    c.args(["ls", "--json"]);
+    let out = run_command(c, "pipe-shell ls --json", b"", SHORT);
+    assert_json_array(&out, "argv");
+}
+
+/// pipe-shell as the login shell of an account with a forced command: sshd runs
+/// `pipe-shell -c '<forced command>'` with the client's request in `SSH_ORIGINAL_COMMAND`.
+/// The `-c` string is the admin's and the request is the client's: `whoami` must run.
+#[test]
+fn login_shell_with_forced_command_runs_the_original_command() {
+    let h = Harness::broker_only();
+    let forced = format!(
+        "{} --socket {}",
+        pipe_shell_bin().display(),
+        h.socket.display()
+    );
+    let mut c = Command::new(pipe_shell_bin());
+    c.env("SSH_ORIGINAL_COMMAND", "whoami")
+        .args(["-c", &forced]);
+    let out = run_command(
+        c,
+        "SSH_ORIGINAL_COMMAND=whoami pipe-shell -c FORCED",
+        b"",
+        SHORT,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("root"),
+        "{out:?}"
+    );
+}
+
+/// By hand, with plain pipes as stdio (no sshd in between): pub to sub through the broker.
+#[test]
+fn local_pub_reaches_local_sub() {
+    let h = Harness::broker_only();
+    let mut c = h.pipe_shell();
+    c.args(["sub", "local"]);
+    let mut sub = spawn_command(c, "pipe-shell sub local");
+
+    // Ready when ls shows the subscriber (root's own topic is root/local).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = h.pipe_shell();
+        c.args(["ls", "--json"]);
+        let out = run_command(c, "pipe-shell ls --json", b"", SHORT);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if Counts::find(&list, "root/local").subscribers == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sub not in ls: {out:?}\n{}",
+            h.piped_log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut c = h.pipe_shell();
+    c.args(["pub", "local"]);
+    let p = run_command(c, "pipe-shell pub local", b"by hand\n", SHORT);
+    assert_eq!(p.code, Some(0), "pub: {p:?}");
+    let out = sub.finish(SHORT);
+    assert_eq!(out.code, Some(0), "sub: {out:?}");
+    assert_eq!(out.stdout, b"by hand\n");
+}
