@@ -519,6 +519,27 @@ impl Harness {
         c
     }
 
+    /// Sends `sig` to the broker.
+    pub fn signal_broker(&self, sig: Signal) {
+        send_signal(self.piped.as_ref().expect("no broker running").id(), sig);
+    }
+
+    /// Waits (at most `timeout`) for the broker to exit.
+    pub fn wait_broker(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.piped.as_mut().expect("no broker running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait piped") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "piped still running after {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Is the broker still running?
     pub fn piped_alive(&mut self) -> bool {
         matches!(self.piped.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
