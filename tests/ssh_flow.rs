@@ -121,6 +121,42 @@ fn stopped_subscriber_is_dropped_and_the_rest_continue() {
     );
 }
 
+/// The broker-wide buffer budget: with the budget far below the window, a stopped
+/// subscriber is dropped as soon as the budget is spent (not after the 30 s stall timeout),
+/// and the publisher and the other subscriber go on at full speed.
+#[test]
+fn budget_drops_the_most_lagging_subscriber_first() {
+    let h = Harness::with_broker_args(&["--budget", "1M"]);
+    let data = random_bytes(16 * MIB, 0x5eed_0004);
+
+    let mut live = h.spawn_verify("sub bud", data.clone());
+    let mut stopped = h.spawn_verify("sub bud", data.clone());
+    h.wait_for_subscribers("bud", 2);
+    stopped.signal(Signal::SIGSTOP);
+
+    let mut publisher = h.spawn("pub bud");
+    publisher.feed(data.clone());
+    let pout = publisher.finish(Duration::from_secs(20));
+    let lout = live.finish(Duration::from_secs(20));
+    stopped.signal(Signal::SIGCONT);
+    assert_eq!(pout.code, Some(0), "pub: {pout:?}");
+    assert_eq!(lout.code, Some(0), "live sub: {lout:?}");
+    let l = live.out.as_ref().unwrap();
+    assert_eq!(l.mismatch(), None, "live sub: first differing byte");
+    assert_eq!(l.len(), data.len() as u64, "live sub: bytes");
+    assert!(
+        pout.elapsed < Duration::from_secs(20),
+        "not held for the stall timeout"
+    );
+
+    let sout = stopped.finish(MINUTE);
+    assert_eq!(sout.code, Some(5), "dropped sub: {sout:?}");
+    assert_one_pipe_line(&sout, "dropped sub");
+    let s = stopped.out.as_ref().unwrap();
+    assert_eq!(s.mismatch(), None, "the dropped sub got a prefix");
+    assert!(s.len() < data.len() as u64);
+}
+
 /// Polls `ls --json` after a kill; the topic must show 0 subscribers within 2 s plus one `ls`
 /// round trip (the slowest measured), counted from the kill.
 fn assert_subscriber_gone_within_2s(

@@ -24,6 +24,9 @@ struct Args {
     /// Window W: how far the slowest subscriber may trail (e.g. 8M, 256K).
     #[arg(long, default_value = "8M", value_parser = size)]
     window: usize,
+    /// Bytes buffered across all topics before the most-lagging subscriber is dropped.
+    #[arg(long, default_value = "256M", value_parser = size)]
+    budget: usize,
     /// How long a subscriber may stall while the window is full before it is dropped.
     #[arg(long, default_value = "30s", value_parser = duration)]
     stall_timeout: Duration,
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         socket_group: args.socket_group,
         service_user: args.service_user,
         window: args.window,
+        budget: args.budget,
         stall_timeout: args.stall_timeout,
         shutdown_deadline: args.shutdown_deadline,
         ..Config::default()

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use topic::{Owner, Topic, TopicKey};
+use topic::{Budget, Owner, Topic, TopicKey};
 
 /// Where the socket lives on an installed system (DESIGN §8).
 pub const DEFAULT_SOCKET: &str = "/run/pipe/piped.sock";
@@ -48,6 +48,16 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for accepted bytes to reach live subscribers: well under
 /// systemd's default 90 s stop timeout, long enough for a few MiB over slow links.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Bytes buffered across all topics (DESIGN §5): 32 full windows. Beyond it the
+/// subscriber furthest behind anywhere is dropped, so one tenant's stalled readers cannot
+/// take the machine's memory or pause everybody else's publishers.
+pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
+
+/// How long a subscriber must have made no progress before the budget may drop it: any
+/// reader that is moving at all shows progress within a second, and other tenants'
+/// publishers wait at most about this long when the budget is spent.
+pub const BUDGET_GRACE: Duration = Duration::from_secs(1);
 
 /// Connections at once (DESIGN §7): each costs a task, two descriptors and a socket; 4096
 /// stays far below the default 1024·N descriptor limits systemd grants a service.
@@ -74,6 +84,7 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub service_user: String,
     pub window: usize,
+    pub budget: usize,
     pub stall_timeout: Duration,
     pub shutdown_deadline: Duration,
     pub max_connections: usize,
@@ -89,6 +100,7 @@ impl Default for Config {
             socket_group: None,
             service_user: DEFAULT_SERVICE_USER.to_string(),
             window: DEFAULT_WINDOW,
+            budget: DEFAULT_BUDGET,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             max_connections: MAX_CONNECTIONS,
@@ -117,6 +129,7 @@ pub struct Broker {
     /// uid allowed to assert identities (`--user`), if the service account exists.
     pub service_uid: Option<u32>,
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    budget: Arc<Budget>,
     sessions: Mutex<Sessions>,
     next_id: AtomicU64,
     /// Stop taking input; finish what was accepted.
@@ -143,6 +156,7 @@ pub enum Refused {
 impl Broker {
     pub fn new(config: Config, service_uid: Option<u32>) -> Broker {
         Broker {
+            budget: Arc::new(Budget::new(config.budget)),
             config,
             service_uid,
             topics: Mutex::new(HashMap::new()),
@@ -188,7 +202,12 @@ impl Broker {
                 if mine >= cap {
                     return Err(refusal);
                 }
-                let t = Arc::new(Topic::new(key.clone(), user, self.config.window));
+                let t = Arc::new(Topic::new(
+                    key.clone(),
+                    user,
+                    self.config.window,
+                    self.budget.clone(),
+                ));
                 topics.insert(key, t.clone());
                 t
             }
@@ -198,6 +217,25 @@ impl Broker {
             broker: self.clone(),
             topic,
         })
+    }
+
+    /// The budget is spent: drops the subscriber furthest behind, on any topic, among those
+    /// that have not moved for [`BUDGET_GRACE`]. False if there is none yet (readers that
+    /// are moving free the budget themselves).
+    pub fn evict_most_lagging(&self) -> bool {
+        let worst = self
+            .snapshot()
+            .into_iter()
+            .filter_map(|t| t.most_lagging(BUDGET_GRACE).map(|(lag, id)| (lag, id, t)))
+            .max_by_key(|&(lag, _, _)| lag);
+        match worst {
+            Some((lag, id, topic)) => {
+                warn!(topic = %topic.key, lag, "budget spent: dropping the most-lagging subscriber");
+                topic.drop_sub(id);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Live topics, for `ls`.

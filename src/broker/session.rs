@@ -375,6 +375,11 @@ impl Offer {
                         continue;
                     }
                 }
+                Append::OverBudget => {
+                    if ctx.broker.evict_most_lagging() {
+                        continue;
+                    }
+                }
             }
             tokio::select! {
                 _ = changed => {}

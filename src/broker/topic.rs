@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,40 @@ impl SubState {
     }
 }
 
+/// The broker-wide cap on buffered bytes (DESIGN §5), shared by every topic. Windows bound
+/// each topic; this bounds their sum, so many stalled topics cannot exhaust memory. When it
+/// is reached, the subscriber furthest behind anywhere is dropped first.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget {
+            used: AtomicU64::new(0),
+            limit: limit as u64,
+        }
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.used.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    fn has_room(&self, n: usize) -> bool {
+        self.used.load(Ordering::Relaxed) + n as u64 <= self.limit
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
 /// What a subscriber holds while it is attached.
 pub struct SubHandle {
     pub id: SubId,
@@ -140,6 +175,8 @@ pub enum Append {
     NoReceiver,
     /// The window is full: wait for the slowest subscriber.
     Full,
+    /// The broker-wide budget is spent: drop the most-lagging subscriber somewhere.
+    OverBudget,
 }
 
 /// A status line for the other members of a `pipe` room.
@@ -184,6 +221,7 @@ pub struct Topic {
     /// Who created it (public topics count against their creator's cap).
     pub creator: String,
     window: u64,
+    budget: Arc<Budget>,
     created: Instant,
     state: Mutex<State>,
     /// Woken whenever something a publisher may wait for happens: room in the window, a
@@ -192,11 +230,12 @@ pub struct Topic {
 }
 
 impl Topic {
-    pub fn new(key: TopicKey, creator: &str, window: usize) -> Topic {
+    pub fn new(key: TopicKey, creator: &str, window: usize, budget: Arc<Budget>) -> Topic {
         Topic {
             key,
             creator: creator.to_string(),
             window: window as u64,
+            budget,
             created: Instant::now(),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
@@ -264,14 +303,15 @@ impl Topic {
                 target: None,
             })
             .collect();
+        self.budget.sub(orphans.iter().map(|c| c.data.len()).sum());
         // The old slots stay as empty chunks so offsets remain contiguous.
         for chunk in orphans {
             let target = Self::pick_rr(&mut st, chunk.origin);
             if target.is_some() {
-                Self::push(&mut st, chunk.data, chunk.origin, target);
+                self.push(&mut st, chunk.data, chunk.origin, target);
             }
         }
-        Self::trim(&mut st);
+        self.trim(&mut st);
         drop(st);
         self.changed.notify_waiters();
     }
@@ -341,7 +381,7 @@ impl Topic {
                 sub.last_progress = Instant::now();
             }
         }
-        Self::trim(&mut st);
+        self.trim(&mut st);
         let moved = Self::tail(&st) > tail_before;
         drop(st);
         if moved {
@@ -369,12 +409,15 @@ impl Topic {
         if st.head - Self::tail(&st) >= self.window {
             return Append::Full;
         }
+        if !self.budget.has_room(data.len()) {
+            return Append::OverBudget;
+        }
         let target = match dispatch {
             Dispatch::Multicast => None,
             Dispatch::RoundRobin => Self::pick_rr(&mut st, origin),
         };
         st.bytes += data.len() as u64;
-        Self::push(&mut st, data.clone(), origin, target);
+        self.push(&mut st, data.clone(), origin, target);
         Append::Done
     }
 
@@ -393,7 +436,8 @@ impl Topic {
         Some(pick)
     }
 
-    fn push(st: &mut State, data: Bytes, origin: SessionId, target: Option<SubId>) {
+    fn push(&self, st: &mut State, data: Bytes, origin: SessionId, target: Option<SubId>) {
+        self.budget.add(data.len());
         let start = st.head;
         let chunk = Chunk {
             start,
@@ -420,11 +464,34 @@ impl Topic {
         st.subs.iter().map(|s| s.pos).min().unwrap_or(st.head)
     }
 
-    fn trim(st: &mut State) {
+    fn trim(&self, st: &mut State) {
         let tail = Self::tail(st);
         while st.chunks.front().is_some_and(|c| c.end() <= tail) {
-            st.chunks.pop_front();
+            if let Some(c) = st.chunks.pop_front() {
+                self.budget.sub(c.data.len());
+            }
         }
+    }
+
+    /// The subscriber furthest behind the head among those that have not moved for `idle`,
+    /// with how far behind it is.
+    pub fn most_lagging(&self, idle: Duration) -> Option<(u64, SubId)> {
+        let st = self.lock();
+        let now = Instant::now();
+        st.subs
+            .iter()
+            .filter(|s| now.duration_since(s.last_progress) >= idle)
+            .map(|s| (st.head - s.pos, s.id))
+            .filter(|&(lag, _)| lag > 0)
+            .max()
+    }
+
+    /// Drops subscriber `id` as if it had stalled.
+    pub fn drop_sub(&self, id: SubId) {
+        if let Some(s) = self.lock().subs.iter().find(|s| s.id == id) {
+            s.kill.cancel();
+        }
+        self.detach_sub(id);
     }
 
     /// Offset one past the last appended byte.
@@ -456,14 +523,9 @@ impl Topic {
             .filter(|s| s.pos == tail && now.duration_since(s.last_progress) >= stall)
             .map(|s| s.id)
             .collect();
-        for id in &stalled {
-            if let Some(s) = st.subs.iter().find(|s| s.id == *id) {
-                s.kill.cancel();
-            }
-        }
         drop(st);
         for id in &stalled {
-            self.detach_sub(*id);
+            self.drop_sub(*id);
         }
         stalled.len()
     }
@@ -565,11 +627,23 @@ impl Topic {
     }
 }
 
+impl Drop for Topic {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.budget
+            .sub(st.chunks.iter().map(|c| c.data.len()).sum());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn topic(window: usize) -> Topic {
+        topic_in(window, Arc::new(Budget::new(usize::MAX / 2)))
+    }
+
+    fn topic_in(window: usize, budget: Arc<Budget>) -> Topic {
         Topic::new(
             TopicKey {
                 owner: Owner::User("alice".into()),
@@ -577,6 +651,7 @@ mod tests {
             },
             "alice",
             window,
+            budget,
         )
     }
 
@@ -720,5 +795,39 @@ mod tests {
             t.try_append(9, &Bytes::from(vec![2u8; 10]), Dispatch::Multicast, true),
             Append::Done
         );
+    }
+
+    #[test]
+    fn the_shared_budget_bounds_all_topics_together() {
+        let budget = Arc::new(Budget::new(100));
+        let a = topic_in(1000, budget.clone());
+        let b = topic_in(1000, budget.clone());
+        let lagging = a.attach_sub(1, false, true);
+        let _reader = b.attach_sub(2, false, true);
+        let piece = Bytes::from(vec![0u8; 60]);
+        assert_eq!(
+            a.try_append(9, &piece, Dispatch::Multicast, true),
+            Append::Done
+        );
+        assert_eq!(
+            b.try_append(9, &piece, Dispatch::Multicast, true),
+            Append::OverBudget,
+            "the window has room, the broker does not"
+        );
+        assert_eq!(
+            a.most_lagging(Duration::from_secs(3600)),
+            None,
+            "it just moved"
+        );
+        assert_eq!(a.most_lagging(Duration::ZERO), Some((60, lagging.id)));
+        a.drop_sub(lagging.id);
+        assert!(lagging.kill.is_cancelled());
+        assert_eq!(budget.used(), 0, "a dropped laggard's chunks are released");
+        assert_eq!(
+            b.try_append(9, &piece, Dispatch::Multicast, true),
+            Append::Done
+        );
+        drop(b);
+        assert_eq!(budget.used(), 0, "a forgotten topic releases what it held");
     }
 }
