@@ -22,6 +22,43 @@
 //! - [`broker`]: `piped`: listener, identity, topics, the fan-out ring, sessions, shutdown.
 //! - [`shell`]: `pipe-shell`: entry forms, connect, hand over stdio, relay the final status.
 //! - `src/bin/`: the binaries, a few lines each around the library.
+//!
+//! # Decisions beyond DESIGN.md
+//!
+//! Behaviour that DESIGN.md leaves open, decided here (and to be carried into it):
+//!
+//! - **`pub` exits when its data is delivered**: its final status waits until every byte it
+//!   published has been written into every subscriber's session (or the stalled ones were
+//!   dropped), so exit 0 means delivered, not merely accepted.
+//! - **A blocking `pub` never sends into the void**: with `-b` it waits for a receiver before
+//!   its first chunk and again whenever all receivers have left (pico's per-chunk wait);
+//!   each wait is bounded by `-t`, then exit 7.
+//! - **Round robin** assigns each chunk to one receiver in rotation when it is published,
+//!   cuts the publisher's input at line ends (whole lines go to one receiver unless a line
+//!   exceeds a chunk), and hands a departing receiver's unstarted chunks to the others.
+//!   The dispatch mode belongs to each publisher's chunks, not to the topic.
+//! - **The global budget** (256 MiB) drops the most-lagging subscriber that has made no
+//!   progress for a second ([`broker::BUDGET_GRACE`]); readers that are moving are never cut.
+//! - **Shutdown**: every client's final status is exit 4, `pipe: broker shutting down`,
+//!   after the accepted bytes were flushed (bounded by the shutdown deadline, 5 s).
+//! - **`-a` is refused** (exit 2) until durable grants exist, rather than ignored; another
+//!   user's topic answers exit 3; root reads and writes any topic as `owner/name`.
+//! - **Boolean flags take an optional value**, including as the next word (`-b false`): a
+//!   topic literally named `true` or `false` goes before the flags.
+//! - **`-p` needs a topic** (`pub -p` alone is a usage error): a random public name would be
+//!   nobody's to find.
+//! - **Random topic names** are 16 hex digits (64 bits from `/dev/urandom`).
+//! - **Entry forms**: `-c STRING` is the admin's forced command only when
+//!   `SSH_ORIGINAL_COMMAND` is set (sshd sets it only for forced commands); otherwise it is
+//!   the client's request. So a client can never make its words be read as `--user`.
+//! - **pipe-shell run by hand on a terminal or file** puts a pipe in front of it with a
+//!   copying thread, since only pipes and sockets can be polled by the broker.
+//! - **Empty interactive login** (`ssh host`): usage on stderr, exit 2; `help`: exit 0.
+//! - **Per-user caps on public topics** count the topics a user created.
+//! - **Crates**: `bytes` (chunks shared by all subscribers without copying), `tokio-util`
+//!   (cancellation and task tracking for the two-stage shutdown). `interprocess` is not
+//!   used: the standard library's and tokio's Unix sockets plus `nix` for `SCM_RIGHTS`
+//!   cover a Linux-only broker without another abstraction layer.
 
 pub mod broker;
 pub mod exit;
