@@ -35,10 +35,15 @@
 //!   each wait is bounded by `-t`, then exit 7.
 //! - **Round robin** assigns each chunk to one receiver in rotation when it is published,
 //!   cuts the publisher's input at line ends (whole lines go to one receiver unless a line
-//!   exceeds a chunk), and hands a departing receiver's unstarted chunks to the others.
-//!   The dispatch mode belongs to each publisher's chunks, not to the topic.
-//! - **The global budget** (256 MiB) drops the most-lagging subscriber that has made no
-//!   progress for a second ([`broker::BUDGET_GRACE`]); readers that are moving are never cut.
+//!   exceeds a chunk), and hands a departing receiver's unwritten share (from a line end)
+//!   to the others; a round-robin publisher stays attached until its chunks are written,
+//!   so plain workers do not end while a share may still be handed to them. The dispatch
+//!   mode belongs to each publisher's chunks, not to the topic.
+//! - **The global budget** (256 MiB, each chunk charged its bookkeeping too) drops the
+//!   most-lagging subscriber that has made no progress for a second
+//!   ([`broker::BUDGET_GRACE`]); after a publisher has waited that second, the most-lagging
+//!   one goes even if it moves, so slow readers cannot hold other tenants' publishers.
+//!   A ring also holds at most 16k chunks, whatever their size.
 //! - **Shutdown**: every client's final status is exit 4, `pipe: broker shutting down`,
 //!   after the accepted bytes were flushed (bounded by the shutdown deadline, 5 s).
 //! - **`-a` is refused** (exit 2) until durable grants exist, rather than ignored; another
@@ -49,12 +54,17 @@
 //!   nobody's to find.
 //! - **Random topic names** are 16 hex digits (64 bits from `/dev/urandom`).
 //! - **Entry forms**: `-c STRING` is the admin's forced command only when
-//!   `SSH_ORIGINAL_COMMAND` is set (sshd sets it only for forced commands); otherwise it is
-//!   the client's request. So a client can never make its words be read as `--user`.
+//!   `SSH_ORIGINAL_COMMAND` is set (sshd sets it only for forced commands, unless the admin
+//!   lets clients set it through `AcceptEnv` or `PermitUserEnvironment`); otherwise it is the
+//!   client's request. The broker honours `--user` only from the service account, and a
+//!   connection from the service account without `--user` is refused.
 //! - **pipe-shell run by hand on a terminal or file** puts a pipe in front of it with a
 //!   copying thread, since only pipes and sockets can be polled by the broker.
 //! - **Empty interactive login** (`ssh host`): usage on stderr, exit 2; `help`: exit 0.
-//! - **Per-user caps on public topics** count the topics a user created.
+//! - **Per-user caps on public topics** count the topics a user created. The connection cap
+//!   counts from `accept`, before the hello.
+//! - **A waiting `pub`** notices its client has left through its stdout (sshd closes it),
+//!   within a second, rather than waiting out `-t`.
 //! - **Crates**: `bytes` (chunks shared by all subscribers without copying), `tokio-util`
 //!   (cancellation and task tracking for the two-stage shutdown). `interprocess` is not
 //!   used: the standard library's and tokio's Unix sockets plus `nix` for `SCM_RIGHTS`

@@ -12,11 +12,12 @@
 //! side for the broker.
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::stat::{SFlag, fstat};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
@@ -75,6 +76,8 @@ pub enum ProtoError {
     Malformed(#[from] serde_json::Error),
     #[error("connection closed")]
     Closed,
+    #[error("bytes after the hello")]
+    Trailing,
     #[error("expected {expected} descriptors, got {got}")]
     Descriptors { expected: usize, got: usize },
     #[error(transparent)]
@@ -116,6 +119,15 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, Pro
         return Ok(None);
     };
     Ok(Some((serde_json::from_slice(body)?, HEADER + len)))
+}
+
+/// Whether a descriptor can be handed to the broker as it is: only pipes and sockets can be
+/// polled; a terminal or a file gets a pipe put in front of it by `pipe-shell`.
+pub fn pollable(fd: BorrowedFd<'_>) -> bool {
+    fstat(fd).is_ok_and(|st| {
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
+    })
 }
 
 /// Client side: sends the hello with `fds` attached to its first byte.
@@ -176,7 +188,7 @@ pub async fn recv_hello(
             if used != buf.len() {
                 // The client sends nothing after its hello; extra bytes mean a confused or
                 // hostile peer.
-                return Err(ProtoError::TooLarge(buf.len()));
+                return Err(ProtoError::Trailing);
             }
             if fds.len() != want {
                 return Err(ProtoError::Descriptors {
@@ -191,9 +203,18 @@ pub async fn recv_hello(
         let space = (HEADER + MAX_FRAME)
             .saturating_sub(buf.len())
             .min(chunk.len());
+        let had = fds.len();
         let res = stream.try_io(tokio::io::Interest::READABLE, || {
             recv_with_fds(stream.as_raw_fd(), &mut chunk[..space], &mut fds)
         });
+        // Descriptors come with the first byte and nowhere else; checking at once keeps a
+        // peer from piling up descriptors in the broker while it dribbles a frame.
+        if fds.len() > want || (fds.len() > had && !buf.is_empty()) {
+            return Err(ProtoError::Descriptors {
+                expected: want,
+                got: fds.len(),
+            });
+        }
         match res {
             Ok(0) => return Err(ProtoError::Closed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),

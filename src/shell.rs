@@ -26,11 +26,10 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sys::stat::{SFlag, fstat};
 
 use crate::broker::DEFAULT_SOCKET;
 use crate::exit::{Exit, escape};
-use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient};
+use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient, pollable};
 use crate::request::{Request, RequestError};
 
 pub const USAGE: &str = "\
@@ -116,7 +115,7 @@ fn entry(args: &[String], original: Option<Vec<u8>>) -> Result<(Options, Source)
             let words =
                 crate::request::split_words(&forced).map_err(|e| format!("forced command: {e}"))?;
             let (prog, rest) = words.split_first().ok_or("empty forced command")?;
-            if !prog.ends_with("pipe-shell") {
+            if !is_pipe_shell(prog) {
                 return Err(format!(
                     "forced command must run pipe-shell, not {}",
                     escape(prog.as_bytes())
@@ -131,7 +130,7 @@ fn entry(args: &[String], original: Option<Vec<u8>>) -> Result<(Options, Source)
         (Some(command), None) => {
             let is_forced = crate::request::split_words(&command)
                 .ok()
-                .and_then(|w| w.first().map(|p| p.ends_with("pipe-shell")))
+                .and_then(|w| w.first().map(|p| is_pipe_shell(p)))
                 .unwrap_or(false);
             if is_forced {
                 // A forced command with no client command: an interactive login.
@@ -145,6 +144,12 @@ fn entry(args: &[String], original: Option<Vec<u8>>) -> Result<(Options, Source)
         (None, None) => Source::Nothing,
     };
     Ok((opts, source))
+}
+
+/// Whether a forced command's program is pipe-shell (by file name, so `/usr/bin/pipe-shell`
+/// and `pipe-shell` are, and `evilpipe-shell` is not).
+fn is_pipe_shell(prog: &str) -> bool {
+    std::path::Path::new(prog).file_name() == Some(std::ffi::OsStr::new("pipe-shell"))
 }
 
 fn say(line: &str) {
@@ -261,8 +266,11 @@ fn talk(socket: &std::path::Path, hello: &Hello, quiet: bool, port: Option<u16>)
                 }
             }
             Ok(ToClient::Exit { code, message }) => {
-                if let Some(m) = message {
-                    say(&m);
+                match message {
+                    Some(m) => say(&m),
+                    // Every non-zero exit says something (DESIGN §6).
+                    None if code != Exit::Ok => say(&format!("failed (exit {})", code.code())),
+                    None => {}
                 }
                 break code;
             }
@@ -315,13 +323,6 @@ impl Side {
             Side::Bridged { passed, .. } => passed.as_raw_fd(),
         }
     }
-}
-
-fn pollable(fd: BorrowedFd<'_>) -> bool {
-    fstat(fd).is_ok_and(|st| {
-        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
-    })
 }
 
 impl Stdio {
@@ -453,6 +454,7 @@ mod tests {
     #[test]
     fn the_forced_command_must_be_pipe_shell() {
         assert!(entry(&args(&["-c", "/bin/sh -x"]), Some(b"ls".to_vec())).is_err());
+        assert!(entry(&args(&["-c", "/x/evilpipe-shell"]), Some(b"ls".to_vec())).is_err());
     }
 
     #[test]

@@ -30,7 +30,10 @@ fn a_silent_client_is_cut_off_after_the_hello_deadline() {
     let h = Harness::broker_only();
     let s = UnixStream::connect(&h.socket).unwrap();
     let (got, after) = read_to_eof(s, Duration::from_secs(10));
-    assert!(got.is_empty(), "no reply to a client that said nothing: {got:?}");
+    assert!(
+        got.is_empty(),
+        "no reply to a client that said nothing: {got:?}"
+    );
     assert!(
         after >= Duration::from_millis(1900) && after < Duration::from_secs(5),
         "closed after {after:?}, expected the 2 s hello deadline"
@@ -47,7 +50,10 @@ fn an_oversized_frame_is_refused_from_its_header() {
     assert!(after < Duration::from_secs(1), "took {after:?}");
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains("protocol error"), "reply: {text:?}");
-    assert!(text.contains("\"internal\""), "exit code 1 in the reply: {text:?}");
+    assert!(
+        text.contains("\"internal\""),
+        "exit code 1 in the reply: {text:?}"
+    );
 }
 
 #[test]

@@ -239,3 +239,19 @@ fn sub_into_head_ends_and_the_subscriber_leaves() {
     assert_subscriber_gone_within_2s(&h, "hx", ended_at, Duration::ZERO);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// A `pub` waiting for a receiver reads nothing, so it learns that its client left from its
+/// stdout's reader going away; it must not sit out its whole `-t`.
+#[test]
+fn a_waiting_publisher_whose_client_left_is_gone_within_2s() {
+    let h = Harness::new();
+    let mut waiting = h.spawn("pub -t 1h lonely");
+    h.wait_for_waiting("lonely", 1);
+    let killed_at = Instant::now();
+    waiting.signal(Signal::SIGKILL);
+    let _ = waiting.wait(SHORT);
+    h.wait_until("lonely", "no waiting publisher", |c| c.waiting == 0);
+    let after = killed_at.elapsed();
+    eprintln!("waiting publisher gone {after:?} after its client was killed");
+    assert!(after < Duration::from_secs(4), "took {after:?}");
+}

@@ -273,3 +273,58 @@ fn pub_without_topic_prints_a_sub_hint_that_works() {
     let pout = p.finish(SHORT);
     assert_eq!(pout.code, Some(0), "pub: {pout:?}");
 }
+
+/// A round-robin worker that leaves early (`sub -n 1`) hands the rest of its share to the
+/// others: every line still arrives exactly once.
+#[test]
+fn round_robin_worker_leaving_early_hands_its_share_on() {
+    let h = Harness::new();
+    let lines: Vec<String> = (0..3_000).map(|i| format!("job-{i:05}")).collect();
+    let input: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
+
+    // The early leaver joins first, so the rotation's first chunk (most of the input, as
+    // it arrives in a few large reads) is its share.
+    let mut one = h.spawn("sub -n 1 jobs");
+    h.wait_for_subscribers("jobs", 1);
+    let mut rest: Vec<Client> = (0..2).map(|_| h.spawn("sub jobs")).collect();
+    h.wait_for_subscribers("jobs", 3);
+    let p = h.run("pub -d round_robin jobs", &input, Duration::from_secs(60));
+    assert_eq!(p.code, Some(0), "pub: {p:?}");
+
+    let first = one.finish(SHORT);
+    assert_eq!(first.code, Some(0), "sub -n 1: {first:?}");
+    let first = String::from_utf8(first.stdout).unwrap();
+    assert_eq!(first.lines().count(), 1, "sub -n 1 printed {first:?}");
+    let mut all: Vec<String> = first.lines().map(str::to_string).collect();
+    for s in &mut rest {
+        let out = s.finish(SHORT);
+        assert_eq!(out.code, Some(0), "sub: {out:?}");
+        all.extend(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    all.sort();
+    assert_eq!(all.len(), lines.len(), "lines received in total");
+    assert!(all == lines, "every line exactly once");
+}
+
+/// `sub -n N` exits 0 after N complete lines, the one-shot hook.
+#[test]
+fn sub_n_exits_after_n_lines() {
+    let h = Harness::new();
+    let mut hook = h.spawn("sub -n 2 events");
+    h.wait_for_subscribers("events", 1);
+    let mut publisher = h.spawn("pub events");
+    publisher.write(b"one\ntwo\nthree\n");
+    let out = hook.finish(SHORT);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"one\ntwo\n");
+    publisher.close_stdin();
+    assert_eq!(publisher.finish(SHORT).code, Some(0));
+}

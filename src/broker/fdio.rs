@@ -12,12 +12,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use bytes::Bytes;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::stat::{SFlag, fstat};
 use tokio::io::unix::AsyncFd;
 
-/// Most slices handed to one `writev`: the kernel's `IOV_MAX` is 1024; 64 keeps the slice
-/// array on the stack-sized side while still covering a full pipe buffer of small chunks.
-const MAX_IOV: usize = 64;
+/// Most slices handed to one `writev` (the kernel's `IOV_MAX` is 1024): 64 covers a full
+/// pipe buffer of 1 KiB chunks, and keeps the slice list a subscriber rebuilds per write
+/// short.
+pub const MAX_IOV: usize = 64;
 
 /// A passed pipe or socket, non-blocking and registered with the reactor.
 pub struct Fd {
@@ -29,9 +29,7 @@ impl Fd {
     /// (a terminal, a file) is refused here because `pipe-shell` is expected to have put a
     /// pipe in front of it.
     pub fn new(fd: OwnedFd) -> io::Result<Fd> {
-        let st = fstat(fd.as_fd())?;
-        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        if kind != SFlag::S_IFIFO && kind != SFlag::S_IFSOCK {
+        if !crate::proto::pollable(fd.as_fd()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "passed descriptor is not a pipe or socket",
@@ -81,7 +79,7 @@ impl Fd {
         let fd = self.inner.get_ref();
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
         match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(0) => false,
+            Ok(0) | Err(nix::Error::EINTR) => false,
             Ok(_) => fds[0]
                 .revents()
                 .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),

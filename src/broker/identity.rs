@@ -45,6 +45,9 @@ pub fn resolve(
             })
         }
         Some(name) if name != own => Err(denied()),
+        // The service account speaks only for the users its key lines name: a line
+        // without `--user` (a foreign or hand-written one) is nobody.
+        None if Some(uid) == service_uid => Err(denied()),
         _ => Ok(Identity {
             user: own,
             key: None,
@@ -69,6 +72,10 @@ mod tests {
         assert!(!as_service.admin);
         let other = resolve(me, Some(me + 1), Some("alice"), None);
         assert_eq!(other.unwrap_err().0, Exit::Denied);
+        assert_eq!(
+            resolve(me, Some(me), None, None).unwrap_err().0,
+            Exit::Denied
+        );
         let plain = resolve(me, None, None, None).unwrap();
         assert_eq!(plain.user, myname);
         let same = resolve(me, None, Some(&myname), None).unwrap();

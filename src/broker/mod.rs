@@ -10,8 +10,10 @@
 //! deadline, and every client gets a final status (exit 4, "broker shutting down") before
 //! the process exits.
 
+pub mod deliver;
 pub mod fdio;
 pub mod identity;
+pub mod publish;
 pub mod session;
 pub mod topic;
 
@@ -26,6 +28,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -59,8 +62,10 @@ pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
 /// publishers wait at most about this long when the budget is spent.
 pub const BUDGET_GRACE: Duration = Duration::from_secs(1);
 
-/// Connections at once (DESIGN §7): each costs a task, two descriptors and a socket; 4096
-/// stays far below the default 1024·N descriptor limits systemd grants a service.
+/// Connections at once (DESIGN §7), counted from `accept`, before the hello: each costs a
+/// task and three descriptors (socket, stdin, stdout), so 4096 needs ~12k descriptors;
+/// piped raises its soft descriptor limit to the hard one at start (systemd's default hard
+/// limit is 512k).
 pub const MAX_CONNECTIONS: usize = 4096;
 
 /// Sessions per user at once (DESIGN §7): enough for busy scripting, small enough that one
@@ -130,7 +135,10 @@ pub struct Broker {
     pub service_uid: Option<u32>,
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
     budget: Arc<Budget>,
-    sessions: Mutex<Sessions>,
+    /// Live sessions per user.
+    sessions: Mutex<HashMap<String, usize>>,
+    /// Places under [`Config::max_connections`], taken at `accept`.
+    connections: Arc<Semaphore>,
     next_id: AtomicU64,
     /// Stop taking input; finish what was accepted.
     pub soft: CancellationToken,
@@ -138,18 +146,23 @@ pub struct Broker {
     pub hard: CancellationToken,
 }
 
-#[derive(Default)]
-struct Sessions {
-    total: usize,
-    per_user: HashMap<String, usize>,
+/// Locks a mutex, recovering from poisoning: a panic while holding one of the broker's
+/// locks would be a bug in bookkeeping that leaves the state structurally valid, so later
+/// sessions keep working rather than all panicking in turn.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Why a topic or session could not be opened.
-#[derive(Debug, PartialEq, Eq)]
+/// Why a topic or session could not be opened (exit 6).
+#[derive(Debug, PartialEq, Eq, Error)]
 pub enum Refused {
+    #[error("too many connections")]
     TooManyConnections,
+    #[error("too many sessions for this user")]
     TooManySessions,
+    #[error("too many topics for this user")]
     TooManyTopics,
+    #[error("too many public topics for this user")]
     TooManyPublicTopics,
 }
 
@@ -157,10 +170,11 @@ impl Broker {
     pub fn new(config: Config, service_uid: Option<u32>) -> Broker {
         Broker {
             budget: Arc::new(Budget::new(config.budget)),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
             service_uid,
             topics: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(Sessions::default()),
+            sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             soft: CancellationToken::new(),
             hard: CancellationToken::new(),
@@ -172,7 +186,7 @@ impl Broker {
     }
 
     fn topics(&self) -> MutexGuard<'_, HashMap<TopicKey, Arc<Topic>>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.topics)
     }
 
     /// Attaches a session to a topic, creating it within the per-user caps.
@@ -220,13 +234,12 @@ impl Broker {
     }
 
     /// The budget is spent: drops the subscriber furthest behind, on any topic, among those
-    /// that have not moved for [`BUDGET_GRACE`]. False if there is none yet (readers that
-    /// are moving free the budget themselves).
-    pub fn evict_most_lagging(&self) -> bool {
+    /// that have not moved for `idle`. False if there is none.
+    pub fn evict_most_lagging(&self, idle: Duration) -> bool {
         let worst = self
             .snapshot()
             .into_iter()
-            .filter_map(|t| t.most_lagging(BUDGET_GRACE).map(|(lag, id)| (lag, id, t)))
+            .filter_map(|t| t.most_lagging(idle).map(|(lag, id)| (lag, id, t)))
             .max_by_key(|&(lag, _, _)| lag);
         match worst {
             Some((lag, id, topic)) => {
@@ -245,18 +258,14 @@ impl Broker {
         all
     }
 
-    /// Counts a new session against the global and per-user caps.
+    /// Counts a new session against the per-user cap.
     pub fn admit(self: &Arc<Self>, user: &str) -> Result<Admission, Refused> {
-        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if s.total >= self.config.max_connections {
-            return Err(Refused::TooManyConnections);
-        }
-        let mine = s.per_user.get(user).copied().unwrap_or(0);
-        if mine >= self.config.max_user_sessions {
+        let mut sessions = lock(&self.sessions);
+        let mine = sessions.entry(user.to_string()).or_insert(0);
+        if *mine >= self.config.max_user_sessions {
             return Err(Refused::TooManySessions);
         }
-        s.total += 1;
-        s.per_user.insert(user.to_string(), mine + 1);
+        *mine += 1;
         Ok(Admission {
             broker: self.clone(),
             user: user.to_string(),
@@ -287,16 +296,11 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut s = self
-            .broker
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.per_user.get_mut(&self.user) {
+        let mut sessions = lock(&self.broker.sessions);
+        if let Some(n) = sessions.get_mut(&self.user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                s.per_user.remove(&self.user);
+                sessions.remove(&self.user);
             }
         }
     }
@@ -357,6 +361,7 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
         .ok()
         .flatten()
         .map(|u| u.uid.as_raw());
+    raise_descriptor_limit();
     let broker = Arc::new(Broker::new(config, service_uid));
     let tracker = TaskTracker::new();
     let mut term = signal(SignalKind::terminate())?;
@@ -365,13 +370,18 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    tracker.spawn(session::handle(broker.clone(), stream));
-                }
+                Ok((stream, _)) => match broker.connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tracker.spawn(session::handle(broker.clone(), stream, permit));
+                    }
+                    Err(_) => {
+                        tracker.spawn(session::reply(stream, session::refused(Refused::TooManyConnections)));
+                    }
+                },
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning.
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             _ = term.recv() => break,
@@ -401,9 +411,24 @@ async fn shutdown(broker: &Broker, tracker: &TaskTracker) {
         );
         broker.hard.cancel();
         // Each session only has to send its final frame now.
-        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+        let _ = tokio::time::timeout(session::FINAL_FRAME_DEADLINE, tracker.wait()).await;
     }
     info!("stopped");
+}
+
+/// Pause after a failed `accept` (out of descriptors or memory), so the loop does not spin
+/// while sessions end and free them.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Lifts the soft descriptor limit to the hard one: each connection holds three
+/// descriptors, and the usual soft limit of 1024 would cap the broker at ~340 sessions.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            warn!(soft, hard, "could not raise the descriptor limit");
+        }
+    }
 }
 
 /// Parses a size such as `8M`, `256K` or `65536` (for `--window`).

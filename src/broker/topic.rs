@@ -24,6 +24,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::proto::ToClient;
 use crate::request::Dispatch;
@@ -36,6 +37,20 @@ pub const CHUNK: usize = 64 * 1024;
 /// Most bytes one subscriber takes from the ring per batch: a few pipe buffers, so a fast
 /// subscriber makes few trips through the lock without holding chunks it cannot write yet.
 const BATCH: usize = 256 * 1024;
+
+/// Most slices in one batch: bounds the work done under the lock when a publisher's reads
+/// are tiny (a line at a time), while still filling several `writev` calls.
+const BATCH_SLICES: usize = 1024;
+
+/// Most chunks a ring holds, whatever their size. Windows and the budget count bytes, but
+/// each chunk also costs ~100 bytes of bookkeeping: a publisher whose reads return one byte
+/// at a time could otherwise park millions of them. 16k chunks still let a line-at-a-time
+/// publisher run 16k lines ahead of its slowest subscriber.
+const MAX_RING_CHUNKS: usize = 16 * 1024;
+
+/// What a chunk costs the budget beyond its data: its slot in the ring and its share of
+/// reference counting.
+const CHUNK_OVERHEAD: usize = std::mem::size_of::<Chunk>() + 32;
 
 pub type SessionId = u64;
 pub type SubId = u64;
@@ -67,16 +82,28 @@ impl fmt::Display for TopicKey {
 struct Chunk {
     /// Stream offset of the chunk's first byte.
     start: u64,
+    /// Bytes of the stream this chunk spans. Stays when `data` is handed on to another
+    /// receiver, so offsets remain contiguous from the ring's front to its head.
+    len: u64,
     data: Bytes,
     /// The session that published it (a `pipe` client does not get its own writes back).
     origin: SessionId,
-    /// `None`: every eligible subscriber. `Some(sub)`: round robin, that subscriber only.
-    target: Option<SubId>,
+    target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Every eligible subscriber (multicast).
+    All,
+    /// Round robin: this subscriber only.
+    One(SubId),
+    /// Its data went elsewhere; a gap every subscriber skips.
+    Void,
 }
 
 impl Chunk {
     fn end(&self) -> u64 {
-        self.start + self.data.len() as u64
+        self.start + self.len
     }
 }
 
@@ -100,13 +127,19 @@ struct SubState {
 impl SubState {
     fn eligible(&self, chunk: &Chunk) -> bool {
         match chunk.target {
-            Some(t) => t == self.id,
-            None => self.session != chunk.origin || self.replay,
+            Target::One(t) => t == self.id,
+            Target::All => self.hears(chunk.origin),
+            Target::Void => false,
         }
     }
 
+    /// Whether this subscriber hears what `origin` publishes at all.
+    fn hears(&self, origin: SessionId) -> bool {
+        self.session != origin || self.replay
+    }
+
     fn receives_from(&self, origin: SessionId) -> bool {
-        self.end_at.is_none() && (self.session != origin || self.replay)
+        self.end_at.is_none() && self.hears(origin)
     }
 }
 
@@ -127,6 +160,10 @@ impl Budget {
         }
     }
 
+    fn cost(data_len: usize) -> usize {
+        data_len + CHUNK_OVERHEAD
+    }
+
     fn add(&self, n: usize) {
         self.used.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -135,11 +172,12 @@ impl Budget {
         self.used.fetch_sub(n as u64, Ordering::Relaxed);
     }
 
-    fn has_room(&self, n: usize) -> bool {
-        self.used.load(Ordering::Relaxed) + n as u64 <= self.limit
+    fn has_room(&self, data_len: usize) -> bool {
+        self.used.load(Ordering::Relaxed) + Self::cost(data_len) as u64 <= self.limit
     }
 
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 }
@@ -156,11 +194,16 @@ pub struct SubHandle {
 pub enum Fetch {
     /// Slices to write, each with the stream offset of its first byte, and the offset the
     /// subscriber reaches once all of them are written.
-    Data(Vec<(u64, Bytes)>, u64),
+    Data {
+        slices: VecDeque<(u64, Bytes)>,
+        reach: u64,
+    },
     /// Nothing to write yet.
     Idle,
     /// The stream has ended for this subscriber.
     Ended,
+    /// Others' chunks were skipped and there may be more: fetch again.
+    Skipped,
     /// The subscriber was dropped.
     Gone,
 }
@@ -168,7 +211,8 @@ pub enum Fetch {
 /// The outcome of one [`Topic::try_append`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Append {
-    Done,
+    /// Taken; the stream offset just after it.
+    Done(u64),
     /// Nobody would receive the chunk; it was discarded (`pipe`, `pub -b=false`).
     Discarded,
     /// Nobody would receive the chunk and the publisher wants to wait for a receiver.
@@ -243,10 +287,7 @@ impl Topic {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug in the bookkeeping above; the state
-        // is still structurally valid, so later sessions keep working rather than all
-        // panicking in turn.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.state)
     }
 
     /// Registry bookkeeping: one more session uses this topic.
@@ -285,89 +326,111 @@ impl Topic {
     }
 
     /// Removes a subscriber. Round-robin chunks it was given but had not started are handed
-    /// to the others, so a departing receiver loses none of the work queue.
+    /// to the others (and the unwritten rest of one it stopped in at a line end), so a
+    /// departing receiver loses none of the work queue.
     pub fn detach_sub(&self, id: SubId) {
         let mut st = self.lock();
         let Some(i) = st.subs.iter().position(|s| s.id == id) else {
             return;
         };
         let gone = st.subs.swap_remove(i);
-        let orphans: Vec<Chunk> = st
-            .chunks
-            .iter_mut()
-            .filter(|c| c.target == Some(id) && c.start >= gone.pos)
-            .map(|c| Chunk {
-                start: c.start,
-                data: std::mem::take(&mut c.data),
-                origin: c.origin,
-                target: None,
-            })
-            .collect();
-        self.budget.sub(orphans.iter().map(|c| c.data.len()).sum());
-        // The old slots stay as empty chunks so offsets remain contiguous.
-        for chunk in orphans {
-            let target = Self::pick_rr(&mut st, chunk.origin);
-            if target.is_some() {
-                self.push(&mut st, chunk.data, chunk.origin, target);
+        let mut orphans = Vec::new();
+        for c in st.chunks.iter_mut() {
+            if c.target != Target::One(id) || c.end() <= gone.pos {
+                continue;
             }
+            let from = gone.pos.saturating_sub(c.start) as usize;
+            if from > 0 && c.data.get(from - 1) != Some(&b'\n') {
+                // Cut mid-line: handing on the rest would give someone half a line.
+                continue;
+            }
+            orphans.push((c.origin, c.data.slice(from..)));
+            self.budget.sub(c.data.len());
+            c.data = Bytes::new();
+            c.target = Target::Void;
+        }
+        for (origin, data) in orphans {
+            self.hand_on(&mut st, origin, data);
         }
         self.trim(&mut st);
         drop(st);
         self.changed.notify_waiters();
     }
 
-    /// Takes the next batch for subscriber `id`, from its offset up to the head.
+    /// Re-publishes a departed round-robin receiver's chunk to the next receiver. One that
+    /// is still draining before its end of stream may take it too, its end moved to cover
+    /// it.
+    fn hand_on(&self, st: &mut State, origin: SessionId, data: Bytes) {
+        let target = Self::pick_rr(st, origin).or_else(|| {
+            st.subs
+                .iter()
+                .filter(|s| s.hears(origin))
+                .map(|s| s.id)
+                .min()
+        });
+        let Some(target) = target else {
+            warn!(topic = %self.key, bytes = data.len(), "round-robin data lost: no receiver left");
+            return;
+        };
+        self.push(st, data, origin, Target::One(target));
+        let head = st.head;
+        if let Some(sub) = st.subs.iter_mut().find(|s| s.id == target) {
+            if let Some(end) = sub.end_at.as_mut() {
+                *end = head;
+                sub.wake.notify_one();
+            }
+        }
+    }
+
+    /// Takes the next batch for subscriber `id`, from its offset up to the head. Chunks
+    /// meant for others are skipped (the subscriber's offset moves past them at once).
     pub fn fetch(&self, id: SubId) -> Fetch {
-        let st = self.lock();
-        let Some(sub) = st.subs.iter().find(|s| s.id == id) else {
+        let mut st = self.lock();
+        let head = st.head;
+        let first_chunk = st.chunks.front().map_or(head, |c| c.start);
+        let Some(i) = st.subs.iter().position(|s| s.id == id) else {
             return Fetch::Gone;
         };
-        let limit = sub.end_at.unwrap_or(st.head).min(st.head);
-        if sub.pos >= limit {
-            return if sub.end_at.is_some() {
-                Fetch::Ended
-            } else {
-                Fetch::Idle
-            };
-        }
-        let first = st.chunks.partition_point(|c| c.end() <= sub.pos);
-        let mut out = Vec::new();
+        let sub = &st.subs[i];
+        let limit = sub.end_at.unwrap_or(head).min(head);
+        let pos = sub.pos.max(first_chunk);
+        let first = st.chunks.partition_point(|c| c.end() <= pos);
+        let mut slices = VecDeque::new();
         let mut taken = 0usize;
-        let mut reach = sub.pos;
+        let mut reach = pos;
         for c in st.chunks.range(first..) {
-            if c.start >= limit || taken >= BATCH {
+            if c.start >= limit || taken >= BATCH || slices.len() >= BATCH_SLICES {
                 break;
             }
             reach = c.end().min(limit);
-            if c.data.is_empty() || !sub.eligible(c) {
+            if !sub.eligible(c) {
                 continue;
             }
-            let from = sub.pos.saturating_sub(c.start) as usize;
-            let to = (limit - c.start).min(c.data.len() as u64) as usize;
-            if from < to {
-                out.push((c.start + from as u64, c.data.slice(from..to)));
-                taken += to - from;
+            let from = pos.saturating_sub(c.start) as usize;
+            let to = (reach - c.start) as usize;
+            if let Some(data) = c.data.get(from..to).filter(|d| !d.is_empty()) {
+                slices.push_back((c.start + from as u64, c.data.slice_ref(data)));
+                taken += data.len();
             }
         }
-        if out.is_empty() {
-            // Only other subscribers' chunks were due: skip past them at once.
-            drop(st);
-            self.advance(id, reach);
-            return self.fetch_after_skip(id);
+        let ended = sub.end_at.is_some();
+        if !slices.is_empty() {
+            return Fetch::Data { slices, reach };
         }
-        Fetch::Data(out, reach)
-    }
-
-    fn fetch_after_skip(&self, id: SubId) -> Fetch {
-        let st = self.lock();
-        match st.subs.iter().find(|s| s.id == id) {
-            None => Fetch::Gone,
-            Some(s) if s.end_at.is_some_and(|e| s.pos >= e) => Fetch::Ended,
-            Some(s) if s.pos < st.head => {
-                drop(st);
-                self.fetch(id)
-            }
-            Some(_) => Fetch::Idle,
+        // Nothing for this subscriber up to `reach`: move past it now.
+        let tail_before = Self::tail(&st);
+        st.subs[i].pos = reach;
+        self.trim(&mut st);
+        let moved = Self::tail(&st) > tail_before;
+        drop(st);
+        if moved {
+            self.changed.notify_waiters();
+        }
+        match (reach >= limit, ended) {
+            (true, true) => Fetch::Ended,
+            (true, false) => Fetch::Idle,
+            // Only a bounded stretch was skipped; the caller asks again at once.
+            (false, _) => Fetch::Skipped,
         }
     }
 
@@ -406,19 +469,20 @@ impl Topic {
             st.bytes += data.len() as u64;
             return Append::Discarded;
         }
-        if st.head - Self::tail(&st) >= self.window {
+        if st.head - Self::tail(&st) >= self.window || st.chunks.len() >= MAX_RING_CHUNKS {
             return Append::Full;
         }
         if !self.budget.has_room(data.len()) {
             return Append::OverBudget;
         }
         let target = match dispatch {
-            Dispatch::Multicast => None,
-            Dispatch::RoundRobin => Self::pick_rr(&mut st, origin),
+            Dispatch::Multicast => Target::All,
+            // There is a receiver (checked above), so rotation finds one.
+            Dispatch::RoundRobin => Self::pick_rr(&mut st, origin).map_or(Target::All, Target::One),
         };
         st.bytes += data.len() as u64;
         self.push(&mut st, data.clone(), origin, target);
-        Append::Done
+        Append::Done(st.head)
     }
 
     fn pick_rr(st: &mut State, origin: SessionId) -> Option<SubId> {
@@ -436,11 +500,12 @@ impl Topic {
         Some(pick)
     }
 
-    fn push(&self, st: &mut State, data: Bytes, origin: SessionId, target: Option<SubId>) {
-        self.budget.add(data.len());
+    fn push(&self, st: &mut State, data: Bytes, origin: SessionId, target: Target) {
+        self.budget.add(Budget::cost(data.len()));
         let start = st.head;
         let chunk = Chunk {
             start,
+            len: data.len() as u64,
             data,
             origin,
             target,
@@ -448,10 +513,18 @@ impl Topic {
         st.head = chunk.end();
         let now = Instant::now();
         for sub in st.subs.iter_mut() {
-            if sub.end_at.is_none() && sub.eligible(&chunk) {
+            let caught_up = sub.pos == start;
+            if !sub.eligible(&chunk) {
+                // Not for it: a caught-up subscriber stays caught up. Moving it here keeps
+                // it from holding back the window (a `pipe` client's own writes,
+                // round-robin chunks for others).
+                if caught_up {
+                    sub.pos = chunk.end();
+                }
+            } else if sub.end_at.is_none() {
                 // A subscriber that was caught up starts its stall clock now, not when it
                 // last wrote: waiting for data is not stalling.
-                if sub.pos == start {
+                if caught_up {
                     sub.last_progress = now;
                 }
                 sub.wake.notify_one();
@@ -468,7 +541,7 @@ impl Topic {
         let tail = Self::tail(st);
         while st.chunks.front().is_some_and(|c| c.end() <= tail) {
             if let Some(c) = st.chunks.pop_front() {
-                self.budget.sub(c.data.len());
+                self.budget.sub(Budget::cost(c.data.len()));
             }
         }
     }
@@ -607,7 +680,7 @@ impl Topic {
         let st = self.lock();
         TopicStats {
             topic: self.key.to_string(),
-            publishers: st.publishers - st.waiting.min(st.publishers),
+            publishers: st.publishers.saturating_sub(st.waiting),
             subscribers: st.subs.len(),
             waiting: st.waiting,
             bytes: st.bytes,
@@ -631,7 +704,7 @@ impl Drop for Topic {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         self.budget
-            .sub(st.chunks.iter().map(|c| c.data.len()).sum());
+            .sub(st.chunks.iter().map(|c| Budget::cost(c.data.len())).sum());
     }
 }
 
@@ -657,13 +730,18 @@ mod tests {
 
     fn drain(t: &Topic, id: SubId) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Fetch::Data(slices, reach) = t.fetch(id) {
-            for (_, b) in slices {
-                out.extend_from_slice(&b);
+        loop {
+            match t.fetch(id) {
+                Fetch::Data { slices, reach } => {
+                    for (_, b) in slices {
+                        out.extend_from_slice(&b);
+                    }
+                    t.advance(id, reach);
+                }
+                Fetch::Skipped => {}
+                _ => return out,
             }
-            t.advance(id, reach);
         }
-        out
     }
 
     #[test]
@@ -673,7 +751,7 @@ mod tests {
         let b = t.attach_sub(2, false, true);
         for word in [&b"hello "[..], b"world"] {
             let r = t.try_append(9, &Bytes::copy_from_slice(word), Dispatch::Multicast, true);
-            assert_eq!(r, Append::Done);
+            assert!(matches!(r, Append::Done(_)), "{r:?}");
         }
         assert_eq!(drain(&t, a.id), b"hello world");
         assert_eq!(drain(&t, b.id), b"hello world");
@@ -687,7 +765,10 @@ mod tests {
         let slow = t.attach_sub(2, false, true);
         let piece = Bytes::from(vec![7u8; 40]);
         let mut accepted = 0;
-        while t.try_append(9, &piece, Dispatch::Multicast, true) == Append::Done {
+        while matches!(
+            t.try_append(9, &piece, Dispatch::Multicast, true),
+            Append::Done(_)
+        ) {
             accepted += 1;
             drain(&t, fast.id);
             assert!(accepted < 10, "window never filled");
@@ -695,10 +776,10 @@ mod tests {
         assert_eq!(accepted, 3, "appends stop once W is reached");
         assert!(t.buffered() <= 100 + 40);
         drain(&t, slow.id);
-        assert_eq!(
+        assert!(matches!(
             t.try_append(9, &piece, Dispatch::Multicast, true),
-            Append::Done
-        );
+            Append::Done(_)
+        ));
     }
 
     #[test]
@@ -739,15 +820,15 @@ mod tests {
         let t = topic(1 << 20);
         let me = t.attach_sub(5, false, false);
         let echo = t.attach_sub(6, true, false);
-        assert_eq!(
+        assert!(matches!(
             t.try_append(5, &Bytes::from_static(b"x"), Dispatch::Multicast, false),
-            Append::Done
-        );
+            Append::Done(_)
+        ));
         assert_eq!(drain(&t, me.id), b"");
-        assert_eq!(
+        assert!(matches!(
             t.try_append(6, &Bytes::from_static(b"y"), Dispatch::Multicast, false),
-            Append::Done
-        );
+            Append::Done(_)
+        ));
         assert_eq!(drain(&t, me.id), b"y");
         assert_eq!(drain(&t, echo.id), b"xy");
     }
@@ -791,24 +872,24 @@ mod tests {
         assert_eq!(t.drop_stalled(Duration::ZERO), 1);
         assert!(stuck.kill.is_cancelled());
         assert!(matches!(t.fetch(stuck.id), Fetch::Gone));
-        assert_eq!(
+        assert!(matches!(
             t.try_append(9, &Bytes::from(vec![2u8; 10]), Dispatch::Multicast, true),
-            Append::Done
-        );
+            Append::Done(_)
+        ));
     }
 
     #[test]
     fn the_shared_budget_bounds_all_topics_together() {
-        let budget = Arc::new(Budget::new(100));
+        let budget = Arc::new(Budget::new(Budget::cost(60) * 2 - 1));
         let a = topic_in(1000, budget.clone());
         let b = topic_in(1000, budget.clone());
         let lagging = a.attach_sub(1, false, true);
         let _reader = b.attach_sub(2, false, true);
         let piece = Bytes::from(vec![0u8; 60]);
-        assert_eq!(
+        assert!(matches!(
             a.try_append(9, &piece, Dispatch::Multicast, true),
-            Append::Done
-        );
+            Append::Done(_)
+        ));
         assert_eq!(
             b.try_append(9, &piece, Dispatch::Multicast, true),
             Append::OverBudget,
@@ -823,11 +904,68 @@ mod tests {
         a.drop_sub(lagging.id);
         assert!(lagging.kill.is_cancelled());
         assert_eq!(budget.used(), 0, "a dropped laggard's chunks are released");
-        assert_eq!(
+        assert!(matches!(
             b.try_append(9, &piece, Dispatch::Multicast, true),
-            Append::Done
-        );
+            Append::Done(_)
+        ));
         drop(b);
         assert_eq!(budget.used(), 0, "a forgotten topic releases what it held");
+    }
+
+    #[test]
+    fn a_round_robin_receiver_leaving_with_a_backlog_after_the_stream_ended_loses_nothing() {
+        // The review's crash: the publisher has left (both workers have an end), one worker
+        // quits with its share unread; the other must get that share and then end.
+        let t = topic(1 << 20);
+        let a = t.attach_sub(1, false, true);
+        let b = t.attach_sub(2, false, true);
+        t.attach_publisher();
+        for i in 0..10u8 {
+            t.try_append(
+                9,
+                &Bytes::from(vec![b'0' + i, b'\n']),
+                Dispatch::RoundRobin,
+                true,
+            );
+        }
+        t.detach_publisher();
+        t.detach_sub(a.id);
+        let mut got = drain(&t, b.id);
+        assert!(matches!(t.fetch(b.id), Fetch::Ended));
+        got.sort();
+        let mut want: Vec<u8> = (0..10u8).flat_map(|i| [b'0' + i, b'\n']).collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_pipe_clients_own_writes_do_not_hold_back_its_window() {
+        let t = topic(100);
+        let own = t.attach_sub(5, false, false);
+        let _other = t.attach_sub(6, false, false);
+        t.try_append(5, &Bytes::from(vec![1u8; 60]), Dispatch::Multicast, false);
+        let st = t.lock();
+        let me = st.subs.iter().find(|s| s.id == own.id).unwrap();
+        assert_eq!(me.pos, 60, "moved past its own chunk at once");
+    }
+
+    #[test]
+    fn a_partly_written_round_robin_chunk_is_handed_on_from_its_line_end() {
+        let t = topic(1 << 20);
+        let a = t.attach_sub(1, false, true);
+        let b = t.attach_sub(2, false, true);
+        t.try_append(
+            9,
+            &Bytes::from_static(b"x\ny\n"),
+            Dispatch::RoundRobin,
+            true,
+        );
+        // `a` got it and wrote its first line only (as `sub -n 1` does), then left.
+        let Fetch::Data { slices, .. } = t.fetch(a.id) else {
+            panic!("a had data");
+        };
+        t.advance(a.id, slices[0].0 + 2);
+        t.detach_sub(a.id);
+        assert_eq!(drain(&t, b.id), b"y\n");
     }
 }
