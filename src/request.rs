@@ -323,7 +323,7 @@ impl fmt::Display for UserName {
 impl Grantee {
     /// A user name or a fingerprint (`SHA256:` + 43 base64 characters, unpadded as OpenSSH
     /// prints it). `None` for anything else.
-    fn parse(entry: &str) -> Option<Grantee> {
+    pub fn parse(entry: &str) -> Option<Grantee> {
         match entry.strip_prefix(KEY_PREFIX) {
             Some(b64) => {
                 let ok = b64.len() == KEY_BASE64_LEN

@@ -157,7 +157,8 @@ fn say(line: &str) {
     let _ = writeln!(io::stderr(), "pipe: {line}");
 }
 
-/// pipe-shell's whole run; the binary's `main` calls this.
+/// pipe-shell's whole run; the binary's `main` calls this first thing, before any thread
+/// exists, because it empties the process environment.
 pub fn run() -> Exit {
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -216,8 +217,8 @@ pub fn run() -> Exit {
 fn clear_environment() {
     let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
     for name in names {
-        // SAFETY: called at the start of main, before pipe-shell starts any thread, so no
-        // other thread can be reading the environment.
+        // SAFETY: `run` is called first thing in main (see its docs), before pipe-shell
+        // starts any thread, so no other thread can be reading the environment.
         unsafe { std::env::remove_var(name) };
     }
 }

@@ -6,8 +6,9 @@
 //! - Any other uid is its own Unix user name; asserting a different name is refused.
 //! - uid 0 is the admin.
 
-use crate::exit::Exit;
-use crate::request::UserName;
+use thiserror::Error;
+
+use crate::request::{Grantee, UserName};
 
 /// The caller, as the broker sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,9 +19,11 @@ pub struct Identity {
     pub admin: bool,
 }
 
-/// Refusal text for every identity failure: the same as for a topic one may not see, so a
-/// probe learns nothing.
-pub const DENIED: &str = "access denied";
+/// Every identity failure (exit 3): one message, the same for all causes, so a probe learns
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("access denied")]
+pub struct Denied;
 
 /// Resolves the peer. `asserted` is the `(user, key)` a forced command put in the hello.
 pub fn resolve(
@@ -28,26 +31,32 @@ pub fn resolve(
     service_uid: Option<u32>,
     asserted_user: Option<&str>,
     asserted_key: Option<&str>,
-) -> Result<Identity, (Exit, String)> {
-    let denied = || (Exit::Denied, DENIED.to_string());
+) -> Result<Identity, Denied> {
     let own = nix::unistd::User::from_uid(uid.into())
         .ok()
         .flatten()
         .map(|u| u.name)
-        .ok_or_else(denied)?;
+        .ok_or(Denied)?;
     match asserted_user {
         Some(name) if Some(uid) == service_uid => {
-            let name = UserName::new(name).map_err(|_| denied())?;
+            let name = UserName::new(name).map_err(|_| Denied)?;
+            // The key is the admin's too, but grants will match on it: only a well-formed
+            // fingerprint is taken.
+            if let Some(key) = asserted_key {
+                if !matches!(Grantee::parse(key), Some(Grantee::Key(_))) {
+                    return Err(Denied);
+                }
+            }
             Ok(Identity {
                 user: name.as_str().to_string(),
                 key: asserted_key.map(str::to_string),
                 admin: false,
             })
         }
-        Some(name) if name != own => Err(denied()),
+        Some(name) if name != own => Err(Denied),
         // The service account speaks only for the users its key lines name: a line
         // without `--user` (a foreign or hand-written one) is nobody.
-        None if Some(uid) == service_uid => Err(denied()),
+        None if Some(uid) == service_uid => Err(Denied),
         _ => Ok(Identity {
             user: own,
             key: None,
@@ -67,15 +76,17 @@ mod tests {
             .unwrap()
             .unwrap()
             .name;
-        let as_service = resolve(me, Some(me), Some("alice"), Some("SHA256:x")).unwrap();
+        let key = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let as_service = resolve(me, Some(me), Some("alice"), Some(key)).unwrap();
         assert_eq!(as_service.user, "alice");
+        assert_eq!(as_service.key.as_deref(), Some(key));
         assert!(!as_service.admin);
-        let other = resolve(me, Some(me + 1), Some("alice"), None);
-        assert_eq!(other.unwrap_err().0, Exit::Denied);
         assert_eq!(
-            resolve(me, Some(me), None, None).unwrap_err().0,
-            Exit::Denied
+            resolve(me, Some(me), Some("alice"), Some("SHA256:x")),
+            Err(Denied)
         );
+        assert_eq!(resolve(me, Some(me + 1), Some("alice"), None), Err(Denied));
+        assert_eq!(resolve(me, Some(me), None, None), Err(Denied));
         let plain = resolve(me, None, None, None).unwrap();
         assert_eq!(plain.user, myname);
         let same = resolve(me, None, Some(&myname), None).unwrap();

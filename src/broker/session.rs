@@ -107,11 +107,11 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, permit: OwnedSemaph
     let who = tokio::task::spawn_blocking(move || {
         identity::resolve(uid, service_uid, user.as_deref(), key.as_deref())
     })
-    .await
-    .unwrap_or_else(|_| Err((Exit::Internal, "identity lookup failed".to_string())));
+    .await;
     let who = match who {
-        Ok(w) => w,
-        Err((exit, msg)) => return reply(stream, (exit, Some(msg))).await,
+        Ok(Ok(w)) => w,
+        Ok(Err(denied)) => return reply(stream, fail(Exit::Denied, denied.to_string())).await,
+        Err(_) => return reply(stream, fail(Exit::Internal, "identity lookup failed")).await,
     };
     let request = match Request::parse(hello.request.as_bytes()) {
         Ok(r) => r,
