@@ -79,17 +79,18 @@ fn slow_subscriber_paces_the_publisher_and_loses_nothing() {
     );
 }
 
-#[test]
-fn stopped_subscriber_is_dropped_and_the_rest_continue() {
-    let h = Harness::with_broker_args(&["--window", "256K", "--stall-timeout", "2s"]);
-    let data = random_bytes(16 * MIB, 0x5eed_0003);
-
-    let mut live = h.spawn_verify("sub st", data.clone());
-    let mut stopped = h.spawn_verify("sub st", data.clone());
-    h.wait_for_subscribers("st", 2);
+/// Publishes 16 MiB to two subscribers on `topic`, one of whose ssh clients is stopped
+/// throughout. Checks that the publisher and the live subscriber finish cleanly with every
+/// byte, resumes the stopped client, and returns the publisher's output and the stopped
+/// subscriber's, which must have exited 5 with a prefix of the stream.
+fn publish_past_a_stopped_subscriber(h: &Harness, topic: &str, seed: u64) -> (Output, Output) {
+    let data = random_bytes(16 * MIB, seed);
+    let mut live = h.spawn_verify(&format!("sub {topic}"), data.clone());
+    let mut stopped = h.spawn_verify(&format!("sub {topic}"), data.clone());
+    h.wait_for_subscribers(topic, 2);
     stopped.signal(Signal::SIGSTOP);
 
-    let mut publisher = h.spawn("pub st");
+    let mut publisher = h.spawn(format!("pub {topic}"));
     publisher.feed(data.clone());
     let pout = publisher.finish(MINUTE);
     let lout = live.finish(MINUTE);
@@ -103,12 +104,7 @@ fn stopped_subscriber_is_dropped_and_the_rest_continue() {
 
     let sout = stopped.finish(MINUTE);
     assert_eq!(sout.code, Some(5), "stopped sub: {sout:?}");
-    assert!(
-        sout.stderr
-            .lines()
-            .any(|l| l.starts_with("pipe: dropped: subscriber stalled")),
-        "stopped sub stderr: {sout:?}"
-    );
+    assert_one_pipe_line(&sout, "stopped sub");
     let s = stopped.out.as_ref().unwrap();
     assert_eq!(
         s.mismatch(),
@@ -119,6 +115,20 @@ fn stopped_subscriber_is_dropped_and_the_rest_continue() {
         s.len() < data.len() as u64,
         "the dropped sub cannot have received everything"
     );
+    (pout, sout)
+}
+
+#[test]
+fn stopped_subscriber_is_dropped_and_the_rest_continue() {
+    let h = Harness::with_broker_args(&["--window", "256K", "--stall-timeout", "2s"]);
+    let (_, stopped) = publish_past_a_stopped_subscriber(&h, "st", 0x5eed_0003);
+    assert!(
+        stopped
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("pipe: dropped: subscriber stalled")),
+        "stopped sub stderr: {stopped:?}"
+    );
 }
 
 /// The broker-wide buffer budget: with the budget far below the window, a stopped
@@ -127,34 +137,12 @@ fn stopped_subscriber_is_dropped_and_the_rest_continue() {
 #[test]
 fn budget_drops_the_most_lagging_subscriber_first() {
     let h = Harness::with_broker_args(&["--budget", "1M"]);
-    let data = random_bytes(16 * MIB, 0x5eed_0004);
-
-    let mut live = h.spawn_verify("sub bud", data.clone());
-    let mut stopped = h.spawn_verify("sub bud", data.clone());
-    h.wait_for_subscribers("bud", 2);
-    stopped.signal(Signal::SIGSTOP);
-
-    let mut publisher = h.spawn("pub bud");
-    publisher.feed(data.clone());
-    let pout = publisher.finish(Duration::from_secs(20));
-    let lout = live.finish(Duration::from_secs(20));
-    stopped.signal(Signal::SIGCONT);
-    assert_eq!(pout.code, Some(0), "pub: {pout:?}");
-    assert_eq!(lout.code, Some(0), "live sub: {lout:?}");
-    let l = live.out.as_ref().unwrap();
-    assert_eq!(l.mismatch(), None, "live sub: first differing byte");
-    assert_eq!(l.len(), data.len() as u64, "live sub: bytes");
+    let (publisher, _) = publish_past_a_stopped_subscriber(&h, "bud", 0x5eed_0004);
     assert!(
-        pout.elapsed < Duration::from_secs(20),
-        "not held for the stall timeout"
+        publisher.elapsed < Duration::from_secs(20),
+        "held for the stall timeout: {:?}",
+        publisher.elapsed
     );
-
-    let sout = stopped.finish(MINUTE);
-    assert_eq!(sout.code, Some(5), "dropped sub: {sout:?}");
-    assert_one_pipe_line(&sout, "dropped sub");
-    let s = stopped.out.as_ref().unwrap();
-    assert_eq!(s.mismatch(), None, "the dropped sub got a prefix");
-    assert!(s.len() < data.len() as u64);
 }
 
 /// Polls `ls --json` after a kill; the topic must show 0 subscribers within 2 s plus one `ls`

@@ -37,7 +37,6 @@ pub async fn deliver(ctx: &Ctx, sub: &Subscriber<'_>, out: &Fd, mut lines: Optio
     loop {
         let (mut pending, mut reach) = match topic.fetch(id) {
             Fetch::Data { slices, reach } => (slices, reach),
-            Fetch::Skipped => continue,
             Fetch::Ended if ctx.broker.soft.is_cancelled() => {
                 return fail(Exit::Unavailable, SHUTTING_DOWN);
             }

@@ -202,8 +202,6 @@ pub enum Fetch {
     Idle,
     /// The stream has ended for this subscriber.
     Ended,
-    /// Others' chunks were skipped and there may be more: fetch again.
-    Skipped,
     /// The subscriber was dropped.
     Gone,
 }
@@ -383,7 +381,8 @@ impl Topic {
     }
 
     /// Takes the next batch for subscriber `id`, from its offset up to the head. Chunks
-    /// meant for others are skipped (the subscriber's offset moves past them at once).
+    /// meant for others are skipped (the subscriber's offset moves past them at once); the
+    /// scan is bounded by the ring's chunk cap.
     pub fn fetch(&self, id: SubId) -> Fetch {
         let mut st = self.lock();
         let head = st.head;
@@ -426,12 +425,10 @@ impl Topic {
         if moved {
             self.changed.notify_waiters();
         }
-        match (reach >= limit, ended) {
-            (true, true) => Fetch::Ended,
-            (true, false) => Fetch::Idle,
-            // Only a bounded stretch was skipped; the caller asks again at once.
-            (false, _) => Fetch::Skipped,
-        }
+        // Chunks are contiguous up to the head, so a scan that took nothing reached the
+        // limit.
+        debug_assert!(reach >= limit);
+        if ended { Fetch::Ended } else { Fetch::Idle }
     }
 
     /// Records that subscriber `id` has written everything before `pos`.
@@ -738,7 +735,6 @@ mod tests {
                     }
                     t.advance(id, reach);
                 }
-                Fetch::Skipped => {}
                 _ => return out,
             }
         }
