@@ -21,6 +21,8 @@
 //! - [`exit`]: exit codes (DESIGN §6) and escaping of echoed input.
 //! - [`broker`]: `piped`: listener, identity, topics, the fan-out ring, sessions, shutdown.
 //! - [`shell`]: `pipe-shell`: entry forms, connect, hand over stdio, relay the final status.
+//! - [`admin`]: `pipe-admin`: the key directory, the managed block of the service account's
+//!   authorized_keys, and the command line over both.
 //! - `src/bin/`: the binaries, a few lines each around the library.
 //!
 //! # Decisions beyond DESIGN.md
@@ -46,8 +48,25 @@
 //!   A ring also holds at most 16k chunks, whatever their size.
 //! - **Shutdown**: every client's final status is exit 4, `pipe: broker shutting down`,
 //!   after the accepted bytes were flushed (bounded by the shutdown deadline, 5 s).
-//! - **`-a` is refused** (exit 2) until durable grants exist, rather than ignored; another
-//!   user's topic answers exit 3; root reads and writes any topic as `owner/name`.
+//! - **Grants** are kept in `<state dir>/grants.json` (default `/var/lib/piped`), read
+//!   strictly at start (a file piped cannot fully understand stops it), written before a
+//!   change takes effect. `grant`/`revoke` print the resulting grant on stdout; a non-owner's
+//!   `grant` is refused like a missing topic. A grant names users or key fingerprints; a
+//!   key grant matches only sessions whose identity carries a key (service account or
+//!   `ExposeAuthInfo` modes). At most 512 grant entries per owner (exit 6).
+//! - **Revocation** re-checks every session using a granted topic whenever grants change,
+//!   so it is cut at once (exit 3, `pipe: access denied`); a wildcard subscription only
+//!   lets go of the topics it lost.
+//! - **Wildcards**: `*` matches any run of name characters, within one namespace (own,
+//!   `owner/`, or public); a wildcard subscriber joins each matching topic the moment it
+//!   is created (before any publish), counts as a receiver for `pub -b`, never ends because
+//!   publishers leave, and holds the topics it joined open while it stays.
+//! - **`ls`** shows the caller's topics, those shared with them, and public topics they
+//!   created (root: all), with a rate over the last second; the grant column is shown to the
+//!   owner and root only.
+//! - **Identity by key** (`ExposeAuthInfo`) applies only when pipe-shell runs as the service
+//!   account without `--user`, so enabling `ExposeAuthInfo` for other accounts changes
+//!   nothing for them.
 //! - **Boolean flags take an optional value**, including as the next word (`-b false`): a
 //!   topic literally named `true` or `false` goes before the flags.
 //! - **`-p` needs a topic** (`pub -p` alone is a usage error): a random public name would be
@@ -70,6 +89,7 @@
 //!   used: the standard library's and tokio's Unix sockets plus `nix` for `SCM_RIGHTS`
 //!   cover a Linux-only broker without another abstraction layer.
 
+pub mod admin;
 pub mod broker;
 pub mod exit;
 pub mod proto;

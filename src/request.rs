@@ -14,13 +14,24 @@
 //! Words are separated by runs of spaces. `'...'` is literal; `"..."` is literal except for
 //! `\"` and `\\`; outside quotes a backslash makes the next character literal. Quoted and bare
 //! parts join into one word (`a'b c'd` is `ab cd`) and `''` is an empty word. `$`, backticks,
-//! `;`, `|`, `*` and the like are ordinary characters (which no topic or flag accepts).
+//! `;`, `|`, `*` and the like are ordinary characters: no flag accepts them, and no topic
+//! either, except `*` in a `sub` topic (see Wildcards).
+//!
+//! # Verbs
+//!
+//! - `pub [TOPIC]`, `pipe [TOPIC]`, `sub TOPIC`: the data verbs.
+//! - `grant TOPIC LIST`, `revoke TOPIC LIST`: add to or remove from the durable grant on one
+//!   of the caller's topics. LIST is the second positional word, with the syntax and limits
+//!   of `-a LIST` but never empty. Public topics take no grant, so `-p` and `public/name`
+//!   are usage errors there.
+//! - `grants [--json]`, `ls [--json]`, `whoami`, `help`, `version`.
 //!
 //! # Grammar
 //!
-//! `VERB` first, then flags and at most one topic in any order. Flags are written `-x`,
-//! `--long`, `-x=VALUE`, `--long=VALUE` or `-x VALUE`; a flag given twice keeps its last value
-//! (as Go's `flag` package, which pico uses). A word that starts with `-` is never a topic.
+//! `VERB` first, then flags and positional words in any order; positionals are taken in
+//! order (the topic, then for `grant`/`revoke` the list). Flags are written `-x`, `--long`,
+//! `-x=VALUE`, `--long=VALUE` or `-x VALUE`; a flag given twice keeps its last value (as Go's
+//! `flag` package, which pico uses). A word that starts with `-` is never a positional.
 //! `-h`/`--help` after any verb is a request for the general usage.
 //!
 //! Boolean flags (`-b -e -p -k -r -c -q --json`) take no separate value, with one exception:
@@ -29,6 +40,15 @@
 //! `false`). A topic literally named `true` or `false` must therefore come before the flags,
 //! or after a flag that takes a value: `pub false -b`, not `pub -b false`.
 //! [`Request::render`] takes care of this itself.
+//!
+//! # Wildcards
+//!
+//! A `sub` topic name may be a pattern (DESIGN §3): `*` matches any run of characters,
+//! possibly empty, and the pattern must match the whole name (`sub 'logs-*'`,
+//! `sub alice/logs-*`, `sub -p '*:latest'`). Only the name may hold one, never the owner
+//! (`*/x` is a bad topic), so a pattern never reaches across owners. `-a` is refused with a
+//! pattern: a grant belongs to one topic. Every other verb refuses `*` as a bad topic. See
+//! [`TopicName::pattern`] and [`TopicName::matches`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -49,14 +69,17 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long `pub -b` waits for a receiver when `-t` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// Most entries in one `-a` list. The canonical rendering must fit in [`MAX_REQUEST`] because
-/// the broker parses it again. The longest rendering is a `pub` with every flag:
+/// Most entries in one list, `-a LIST` or the LIST of `grant`/`revoke`. The canonical
+/// rendering must fit in [`MAX_REQUEST`] because the broker parses it again. The longest
+/// rendering is a `pub` with every flag:
 /// `pub --block=false --timeout=<17 digits>ns --empty --dispatch=round_robin --quiet` is
 /// 3 + 14 + 30 + 8 + 23 + 8 = 86 bytes, ` --access=` is 10, and a topic ` owner/name` is at
-/// most 1 + 32 + 1 + 64 = 98: 194 bytes, leaving 830 for the list. A key fingerprint is the
-/// longest entry (`SHA256:` + 43 = 50 bytes, plus a comma), so 16 entries (16 × 51 − 1 = 815)
-/// fit and 17 would not. (32 fingerprints alone would be 1631 bytes.) Larger grants are built
-/// with `grant`, not in one command line.
+/// most 1 + 32 + 1 + 64 = 98 (a `sub` pattern is no longer than a name): 194 bytes, leaving
+/// 830 for the list. A key fingerprint is the longest entry (`SHA256:` + 43 = 50 bytes, plus
+/// a comma), so 16 entries (16 × 51 − 1 = 815) fit and 17 would not. (32 fingerprints alone
+/// would be 1631 bytes.) The longest `grant`/`revoke` is shorter: `revoke --quiet` (14), the
+/// topic (98) and a space (1) leave the same list 911 bytes. Larger grants take several
+/// `grant` commands.
 pub const MAX_GRANTEES: usize = 16;
 
 /// Largest `sub -n`: far more lines than any one-shot hook waits for, and small enough that
@@ -71,6 +94,9 @@ pub const MAX_USER_NAME: usize = 32;
 
 /// The namespace `public/name` names; reserved, so never a user name.
 const PUBLIC: &str = "public";
+
+/// The wildcard of `sub` patterns: any run of characters, possibly empty.
+const STAR: u8 = b'*';
 
 /// Key fingerprints as OpenSSH prints them: this prefix, then unpadded base64 of a SHA-256.
 const KEY_PREFIX: &str = "SHA256:";
@@ -94,6 +120,12 @@ pub enum Request {
     Pipe(PipeReq),
     /// `ls [--json]`: the caller's topics.
     Ls(Ls),
+    /// `grant TOPIC LIST`: add LIST to the caller's durable grant on TOPIC.
+    Grant(GrantReq),
+    /// `revoke TOPIC LIST`: remove LIST from the caller's durable grant on TOPIC.
+    Revoke(GrantReq),
+    /// `grants [--json]`: the caller's durable grants.
+    Grants(Ls),
     /// `whoami`: identity as the broker sees it. `-c`/`-q` are accepted and dropped: it has
     /// no status lines.
     Whoami,
@@ -131,6 +163,8 @@ pub struct Pub {
 /// `sub TOPIC [-k] [-n N] [-p] [-a LIST] [-c]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sub {
+    /// The only topic that may be a pattern ([`TopicName::is_pattern`]); then `access` is
+    /// `None`.
     pub topic: TopicRef,
     /// `-k`: stay after the last publisher leaves.
     pub keep: bool,
@@ -151,10 +185,20 @@ pub struct PipeReq {
     pub common: Common,
 }
 
-/// `ls [--json] [-c]`
+/// `ls [--json] [-c]`, and `grants [--json] [-c]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ls {
     pub json: bool,
+    pub common: Common,
+}
+
+/// `grant TOPIC LIST [-c]` and `revoke TOPIC LIST [-c]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantReq {
+    /// Never public, never a pattern.
+    pub topic: TopicRef,
+    /// Never empty; at most [`MAX_GRANTEES`] entries.
+    pub list: AccessList,
     pub common: Common,
 }
 
@@ -186,7 +230,8 @@ pub struct TopicRef {
     pub name: TopicName,
 }
 
-/// A topic name: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}` (`:` allows `image:tag`).
+/// A topic name: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}` (`:` allows `image:tag`). In a `sub`
+/// request it may instead be a pattern ([`TopicName::pattern`]); nothing else holds one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicName(String);
 
@@ -202,7 +247,8 @@ pub enum Grantee {
     Key(String),
 }
 
-/// `-a LIST`: comma-separated grantees; empty clears the grant.
+/// `-a LIST`: comma-separated grantees; empty clears the grant. Also the LIST of
+/// `grant`/`revoke`, never empty there.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessList(pub Vec<Grantee>);
 
@@ -233,16 +279,27 @@ pub enum RequestError {
         /// What the flag takes, in words.
         expected: &'static str,
     },
-    #[error("{verb}: -a lists {count} entries, at most {max}", max = MAX_GRANTEES)]
+    #[error("{verb}: the list has {count} entries, at most {max}", max = MAX_GRANTEES)]
     TooManyGrantees { verb: &'static str, count: usize },
     #[error("{verb}: -a cannot be used with public topics")]
     AccessWithPublic { verb: &'static str },
+    #[error("{verb}: -a cannot be used with a wildcard topic (a grant is for one topic)")]
+    AccessWithPattern { verb: &'static str },
+    #[error("{verb}: public topics are open to everyone and take no grant")]
+    GrantOnPublic { verb: &'static str },
     #[error("{verb}: a topic is required")]
     MissingTopic { verb: &'static str },
+    #[error("{verb}: a list is required ({verb} TOPIC USER-OR-KEY[,...])")]
+    MissingList { verb: &'static str },
+    #[error("{verb}: nothing to {verb} (the list is empty)")]
+    EmptyList { verb: &'static str },
+    #[error("{verb}: bad entry in list: {entry} ({expected})", expected = EXPECT_ACCESS)]
+    BadGrantee { verb: &'static str, entry: String },
     #[error("{verb}: -p needs a topic name")]
     PublicWithoutTopic { verb: &'static str },
     #[error("{verb}: unexpected argument: {arg}")]
     Extra { verb: &'static str, arg: String },
+    /// Also a `*` outside a `sub` topic name.
     #[error("bad topic: {0} (names are letters, digits and ._:- up to 64, optionally owner/name)")]
     BadTopic(String),
     #[error("bad user name: {0} (lowercase letters, digits, _ and - up to 32, not 'public')")]
@@ -265,6 +322,65 @@ impl TopicName {
         } else {
             Err(RequestError::BadTopic(escape(bytes)))
         }
+    }
+
+    /// Checks `name` as a `sub` topic: a plain name ([`TopicName::new`]) or a pattern,
+    /// `[A-Za-z0-9*][A-Za-z0-9._:*-]{0,63}` with at least one `*`.
+    pub fn pattern(name: &str) -> Result<TopicName, RequestError> {
+        let bytes = name.as_bytes();
+        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_alphanumeric() || *b == STAR)
+            && bytes.len() <= MAX_TOPIC_NAME
+            && bytes.iter().all(|&b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-' | STAR)
+            });
+        if ok {
+            Ok(TopicName(name.to_string()))
+        } else {
+            Err(RequestError::BadTopic(escape(bytes)))
+        }
+    }
+
+    /// Whether this is a pattern (holds a `*`) rather than one topic's name.
+    pub fn is_pattern(&self) -> bool {
+        self.0.as_bytes().contains(&STAR)
+    }
+
+    /// Whether `name` is this topic (a plain name: equality) or matches this pattern: `*`
+    /// matches any run of characters, possibly empty, and the whole of `name` must match.
+    ///
+    /// The classic two-pointer glob match: on a mismatch, backtrack to just after the last
+    /// `*` and let it swallow one more character. No recursion, no allocation, and at worst
+    /// pattern length × name length steps (64 × 64 for real names).
+    pub fn matches(&self, name: &str) -> bool {
+        if !self.is_pattern() {
+            return self.0 == name;
+        }
+        let pattern = self.0.as_bytes();
+        let name = name.as_bytes();
+        let (mut p, mut n) = (0, 0);
+        // After the last `*` seen: where the pattern resumes, and where in `name` its run ends.
+        let mut star: Option<(usize, usize)> = None;
+        while let Some(&c) = name.get(n) {
+            match pattern.get(p) {
+                Some(&STAR) => {
+                    p += 1;
+                    star = Some((p, n));
+                }
+                Some(&want) if want == c => {
+                    p += 1;
+                    n += 1;
+                }
+                _ => match star {
+                    Some((resume, end)) => {
+                        p = resume;
+                        n = end + 1;
+                        star = Some((resume, n));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        pattern.iter().skip(p).all(|&b| b == STAR)
     }
 
     pub fn as_str(&self) -> &str {
@@ -406,10 +522,13 @@ impl Request {
     }
 
     /// The canonical form: verb, flags that differ from their defaults as `--long[=value]` in
-    /// a fixed order, topic last. [`Request::parse`] of it gives back `self`, and for any
-    /// request that parsing produced it is at most [`MAX_REQUEST`] bytes.
+    /// a fixed order, then the topic, then (`grant`/`revoke`) the list, comma-joined.
+    /// [`Request::parse`] of it gives back `self`, and for any request that parsing produced
+    /// it is at most [`MAX_REQUEST`] bytes.
     pub fn render(&self) -> String {
         let mut parts: Vec<String> = vec![self.verb().to_string()];
+        // Always after the topic, so never taken for a boolean flag's value.
+        let mut list: Option<&AccessList> = None;
         let mut flag = |on: bool, text: &str| {
             if on {
                 parts.push(text.to_string());
@@ -450,10 +569,15 @@ impl Request {
                 flag(p.common.quiet, "--quiet");
                 p.topic.as_ref()
             }
-            Request::Ls(l) => {
+            Request::Ls(l) | Request::Grants(l) => {
                 flag(l.json, "--json");
                 flag(l.common.quiet, "--quiet");
                 None
+            }
+            Request::Grant(g) | Request::Revoke(g) => {
+                flag(g.common.quiet, "--quiet");
+                list = Some(&g.list);
+                Some(&g.topic)
             }
             Request::Whoami | Request::Help | Request::Version => None,
         };
@@ -471,6 +595,9 @@ impl Request {
             }
             parts.push(topic);
         }
+        if let Some(list) = list {
+            parts.push(list.to_string());
+        }
         parts.join(" ")
     }
 
@@ -480,7 +607,8 @@ impl Request {
             Request::Pub(p) => p.common.quiet,
             Request::Sub(s) => s.common.quiet,
             Request::Pipe(p) => p.common.quiet,
-            Request::Ls(l) => l.common.quiet,
+            Request::Ls(l) | Request::Grants(l) => l.common.quiet,
+            Request::Grant(g) | Request::Revoke(g) => g.common.quiet,
             Request::Whoami | Request::Help | Request::Version => false,
         }
     }
@@ -492,6 +620,9 @@ impl Request {
             Request::Sub(_) => Verb::Sub.name(),
             Request::Pipe(_) => Verb::Pipe.name(),
             Request::Ls(_) => Verb::Ls.name(),
+            Request::Grant(_) => Verb::Grant.name(),
+            Request::Revoke(_) => Verb::Revoke.name(),
+            Request::Grants(_) => Verb::Grants.name(),
             Request::Whoami => Verb::Whoami.name(),
             Request::Help => Verb::Help.name(),
             Request::Version => Verb::Version.name(),
@@ -560,13 +691,16 @@ pub fn split_words(text: &str) -> Result<Vec<String>, RequestError> {
 }
 
 /// The verbs. Deliberately closed: pico's `monitor`, `status`, `uptime`, `rss` and our own
-/// `grant`/`revoke`/`grants`/`logs` (not built yet) are unknown commands.
+/// `logs` (not built yet) are unknown commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
     Pub,
     Sub,
     Pipe,
     Ls,
+    Grant,
+    Revoke,
+    Grants,
     Whoami,
     Help,
     Version,
@@ -579,6 +713,9 @@ impl Verb {
             "sub" => Verb::Sub,
             "pipe" => Verb::Pipe,
             "ls" => Verb::Ls,
+            "grant" => Verb::Grant,
+            "revoke" => Verb::Revoke,
+            "grants" => Verb::Grants,
             "whoami" => Verb::Whoami,
             "help" => Verb::Help,
             "version" => Verb::Version,
@@ -592,6 +729,9 @@ impl Verb {
             Verb::Sub => "sub",
             Verb::Pipe => "pipe",
             Verb::Ls => "ls",
+            Verb::Grant => "grant",
+            Verb::Revoke => "revoke",
+            Verb::Grants => "grants",
             Verb::Whoami => "whoami",
             Verb::Help => "help",
             Verb::Version => "version",
@@ -606,14 +746,33 @@ impl Verb {
             Block | Timeout | Empty => self == Verb::Pub,
             Keep | Lines => self == Verb::Sub,
             Replay => self == Verb::Pipe,
-            Json => self == Verb::Ls,
-            Public | Access => matches!(self, Verb::Pub | Verb::Sub | Verb::Pipe),
+            Json => matches!(self, Verb::Ls | Verb::Grants),
+            Access => matches!(self, Verb::Pub | Verb::Sub | Verb::Pipe),
+            // Taken by `grant`/`revoke` only to refuse it with a clear message.
+            Public => matches!(
+                self,
+                Verb::Pub | Verb::Sub | Verb::Pipe | Verb::Grant | Verb::Revoke
+            ),
             Dispatch => matches!(self, Verb::Pub | Verb::Pipe),
         }
     }
 
-    fn takes_topic(self) -> bool {
-        matches!(self, Verb::Pub | Verb::Sub | Verb::Pipe)
+    /// How many positional words the verb takes: a topic, and for `grant`/`revoke` a list.
+    fn positionals(self) -> usize {
+        match self {
+            Verb::Pub | Verb::Sub | Verb::Pipe => 1,
+            Verb::Grant | Verb::Revoke => 2,
+            Verb::Ls | Verb::Grants | Verb::Whoami | Verb::Help | Verb::Version => 0,
+        }
+    }
+
+    /// Whether its topic may be a pattern (module docs: Wildcards).
+    fn takes_pattern(self) -> bool {
+        self == Verb::Sub
+    }
+
+    fn is_grant(self) -> bool {
+        matches!(self, Verb::Grant | Verb::Revoke)
     }
 }
 
@@ -700,14 +859,21 @@ struct TopicWord<'a> {
     name: TopicName,
 }
 
-fn parse_topic_word(word: &str) -> Result<TopicWord<'_>, RequestError> {
+/// Splits `owner/name`; `pattern` allows a `*` in the name (never in the owner: a user name
+/// has none, so `*/x` is refused here).
+fn parse_topic_word(word: &str, pattern: bool) -> Result<TopicWord<'_>, RequestError> {
     let bad = || RequestError::BadTopic(escape(word.as_bytes()));
     // At most one `/`: `a/b/c` leaves a `/` in the name, which the name check refuses.
     let (owner, name) = match word.split_once('/') {
         None => (None, word),
         Some((owner, name)) => (Some(owner), name),
     };
-    let name = TopicName::new(name).map_err(|_| bad())?;
+    let name = if pattern {
+        TopicName::pattern(name)
+    } else {
+        TopicName::new(name)
+    }
+    .map_err(|_| bad())?;
     let owner = match owner {
         None => Namespace::Own,
         Some(PUBLIC) => Namespace::Public,
@@ -720,6 +886,8 @@ fn parse_topic_word(word: &str) -> Result<TopicWord<'_>, RequestError> {
 #[derive(Default)]
 struct Seen<'a> {
     topic: Option<TopicWord<'a>>,
+    /// The LIST of `grant`/`revoke`, already checked (never empty).
+    list: Option<AccessList>,
     block: Option<bool>,
     timeout: Option<Duration>,
     empty: bool,
@@ -748,19 +916,25 @@ fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
         .ok_or_else(|| RequestError::UnknownVerb(escape(verb_word.as_bytes())))?;
     let v = verb.name();
     let mut seen = Seen::default();
+    let mut positionals = 0;
     let mut cursor = Cursor {
         words: rest,
         pos: 0,
     };
     while let Some(word) = cursor.next() {
         if !word.starts_with('-') {
-            if seen.topic.is_some() || !verb.takes_topic() {
+            if positionals >= verb.positionals() {
                 return Err(RequestError::Extra {
                     verb: v,
                     arg: escape(word.as_bytes()),
                 });
             }
-            seen.topic = Some(parse_topic_word(word)?);
+            if positionals == 0 {
+                seen.topic = Some(parse_topic_word(word, verb.takes_pattern())?);
+            } else {
+                seen.list = Some(parse_grant_list(v, word)?);
+            }
+            positionals += 1;
             continue;
         }
         let (name, inline) = match word.split_once('=') {
@@ -831,13 +1005,7 @@ fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
             }
             Flag::Access => {
                 let list = parse_access(value).map_err(|entry| bad_value(entry, EXPECT_ACCESS))?;
-                if list.0.len() > MAX_GRANTEES {
-                    return Err(RequestError::TooManyGrantees {
-                        verb: v,
-                        count: list.0.len(),
-                    });
-                }
-                seen.access = Some(list);
+                seen.access = Some(check_list_len(v, list)?);
             }
             _ => {}
         }
@@ -846,9 +1014,13 @@ fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
 }
 
 /// The checks that need every word: topic presence, `-p` against the topic, `-a` against a
-/// public topic.
+/// public or wildcard topic, `grant`/`revoke` against a public topic and a missing list.
 fn finish(verb: Verb, seen: Seen<'_>) -> Result<Request, RequestError> {
     let v = verb.name();
+    // Before the topic checks: `grant -p` (with or without a topic) has one answer.
+    if verb.is_grant() && seen.public {
+        return Err(RequestError::GrantOnPublic { verb: v });
+    }
     let topic = match seen.topic {
         None if seen.public => return Err(RequestError::PublicWithoutTopic { verb: v }),
         None => None,
@@ -870,6 +1042,13 @@ fn finish(verb: Verb, seen: Seen<'_>) -> Result<Request, RequestError> {
     let public = matches!(&topic, Some(t) if t.namespace == Namespace::Public);
     if public && seen.access.is_some() {
         return Err(RequestError::AccessWithPublic { verb: v });
+    }
+    if public && verb.is_grant() {
+        return Err(RequestError::GrantOnPublic { verb: v });
+    }
+    let pattern = matches!(&topic, Some(t) if t.name.is_pattern());
+    if pattern && seen.access.is_some() {
+        return Err(RequestError::AccessWithPattern { verb: v });
     }
     let common = Common { quiet: seen.quiet };
     Ok(match verb {
@@ -897,6 +1076,22 @@ fn finish(verb: Verb, seen: Seen<'_>) -> Result<Request, RequestError> {
             common,
         }),
         Verb::Ls => Request::Ls(Ls {
+            json: seen.json,
+            common,
+        }),
+        Verb::Grant | Verb::Revoke => {
+            let grant = GrantReq {
+                topic: topic.ok_or(RequestError::MissingTopic { verb: v })?,
+                list: seen.list.ok_or(RequestError::MissingList { verb: v })?,
+                common,
+            };
+            if verb == Verb::Grant {
+                Request::Grant(grant)
+            } else {
+                Request::Revoke(grant)
+            }
+        }
+        Verb::Grants => Request::Grants(Ls {
             json: seen.json,
             common,
         }),
@@ -948,6 +1143,29 @@ fn parse_access(value: &str) -> Result<AccessList, &str> {
         list.push(Grantee::parse(entry).ok_or(entry)?);
     }
     Ok(AccessList(list))
+}
+
+/// The LIST of `grant`/`revoke`: `-a` syntax ([`parse_access`]), but never empty.
+fn parse_grant_list(verb: &'static str, word: &str) -> Result<AccessList, RequestError> {
+    let list = parse_access(word).map_err(|entry| RequestError::BadGrantee {
+        verb,
+        entry: escape(entry.as_bytes()),
+    })?;
+    if list.0.is_empty() {
+        return Err(RequestError::EmptyList { verb });
+    }
+    check_list_len(verb, list)
+}
+
+/// At most [`MAX_GRANTEES`] entries, so the canonical rendering fits.
+fn check_list_len(verb: &'static str, list: AccessList) -> Result<AccessList, RequestError> {
+    if list.0.len() > MAX_GRANTEES {
+        return Err(RequestError::TooManyGrantees {
+            verb,
+            count: list.0.len(),
+        });
+    }
+    Ok(list)
 }
 
 /// Nanoseconds per duration unit, as Go's `time.ParseDuration` spells them (ASCII only).
@@ -1043,7 +1261,7 @@ mod tests {
     }
 
     fn topic(s: &str) -> TopicRef {
-        match parse_topic_word(s) {
+        match parse_topic_word(s, true) {
             Ok(t) => TopicRef {
                 namespace: t.owner,
                 name: t.name,
@@ -1231,8 +1449,7 @@ mod tests {
     #[test]
     fn unknown_verbs_are_refused_with_a_hint() {
         for verb in [
-            "monitor", "status", "uptime", "rss", "grant", "revoke", "grants", "logs", "PUB",
-            "--help",
+            "monitor", "status", "uptime", "rss", "logs", "PUB", "GRANT", "grants:", "--help",
         ] {
             assert!(
                 matches!(parse(verb), Err(RequestError::UnknownVerb(_))),
@@ -1317,8 +1534,8 @@ mod tests {
     fn malformed_topics_are_bad_topics() {
         let long = "x".repeat(65);
         for word in [
-            "../x", "a/b/c", "/x", "x/", "a//b", ".x", "x*", "x y", "Alice/x", "public/", "$(id)",
-            "`id`", "x;y", "a|b", &long, "x\\y",
+            "../x", "a/b/c", "/x", "x/", "a//b", ".x", "x y", "Alice/x", "public/", "$(id)",
+            "`id`", "x;y", "a|b", &long, "x\\y", "*/x", "a*/x", "x?", "[x]",
         ] {
             let input = format!("sub '{word}'");
             assert!(
@@ -1328,6 +1545,11 @@ mod tests {
             );
         }
         assert!(TopicName::new(&"x".repeat(64)).is_ok());
+        // A word starting with `-` is a flag even with a `*` in it.
+        assert!(matches!(
+            parse("sub -x*"),
+            Err(RequestError::UnknownFlag { .. })
+        ));
     }
 
     #[test]
@@ -1732,6 +1954,351 @@ mod tests {
         assert!(err.len() < 120, "{err}");
     }
 
+    // --- wildcards ---
+
+    fn name(s: &str) -> TopicName {
+        TopicName::pattern(s).unwrap()
+    }
+
+    #[test]
+    fn sub_takes_patterns() {
+        let s = sub_req("sub 'logs-*'");
+        assert_eq!(s.topic.namespace, Namespace::Own);
+        assert_eq!(s.topic.name.as_str(), "logs-*");
+        assert!(s.topic.name.is_pattern());
+        assert_eq!(
+            sub_req("sub alice/logs-*").topic,
+            TopicRef {
+                namespace: Namespace::User(user("alice")),
+                name: name("logs-*")
+            }
+        );
+        assert_eq!(sub_req("sub -p 'a*'").topic.namespace, Namespace::Public);
+        assert_eq!(
+            sub_req("sub public/logs-*").topic.namespace,
+            Namespace::Public
+        );
+        for ok in [
+            "*",
+            "**",
+            "*:latest",
+            "a*b*c",
+            "x.*_-:*",
+            &format!("{}*", "x".repeat(63)),
+        ] {
+            assert_eq!(sub_req(&format!("sub '{ok}' -k")).topic.name.as_str(), ok);
+        }
+        assert!(!sub_req("sub x").topic.name.is_pattern());
+        // Everything else of `sub` still works with a pattern.
+        let s = sub_req("sub -k -n 3 -c 'logs-*'");
+        assert!(s.keep && s.common.quiet && s.lines == Some(3));
+    }
+
+    #[test]
+    fn bad_patterns_are_bad_topics() {
+        let long = format!("{}*", "x".repeat(MAX_TOPIC_NAME));
+        assert_eq!(long.len(), 65);
+        for word in [
+            "*/x",
+            "*/*",
+            "a*/x",
+            "public*/x",
+            ".*",
+            "_*",
+            "a/b/*",
+            "*/",
+            "a b*",
+            "*?",
+            &long,
+        ] {
+            let input = format!("sub '{word}'");
+            assert!(
+                matches!(parse(&input), Err(RequestError::BadTopic(_))),
+                "{input}: {:?}",
+                parse(&input)
+            );
+        }
+        assert_eq!(
+            parse("sub '*/x'"),
+            Err(RequestError::BadTopic("*/x".into()))
+        );
+        assert!(matches!(
+            TopicName::pattern(""),
+            Err(RequestError::BadTopic(_))
+        ));
+        assert!(matches!(
+            TopicName::pattern(&long),
+            Err(RequestError::BadTopic(_))
+        ));
+    }
+
+    #[test]
+    fn only_sub_takes_patterns() {
+        for input in [
+            "pub 'a*'",
+            "pipe 'a*'",
+            "pub -p 'a*'",
+            "pipe alice/x*",
+            "grant 'a*' bob",
+            "revoke alice/* bob",
+        ] {
+            assert!(
+                matches!(parse(input), Err(RequestError::BadTopic(_))),
+                "{input}: {:?}",
+                parse(input)
+            );
+        }
+        assert!(matches!(
+            TopicName::new("a*"),
+            Err(RequestError::BadTopic(_))
+        ));
+        assert!("a*".parse::<TopicName>().is_err());
+        assert_eq!(TopicName::pattern("abc"), TopicName::new("abc"));
+    }
+
+    #[test]
+    fn access_with_a_pattern_is_refused() {
+        assert_eq!(
+            parse("sub 'logs-*' -a bob"),
+            Err(RequestError::AccessWithPattern { verb: "sub" })
+        );
+        assert!(matches!(
+            parse("sub -a '' alice/*"),
+            Err(RequestError::AccessWithPattern { .. })
+        ));
+        // Public first: that is the older, more general refusal.
+        assert_eq!(
+            parse("sub -p '*' -a bob"),
+            Err(RequestError::AccessWithPublic { verb: "sub" })
+        );
+    }
+
+    #[test]
+    fn pattern_matching() {
+        let m = |p: &str, n: &str| name(p).matches(n);
+        assert!(m("logs-*", "logs-a"));
+        assert!(m("logs-*", "logs-"));
+        assert!(m("logs-*", "logs-a-b*c"));
+        assert!(!m("logs-*", "xlogs-a"));
+        assert!(!m("logs-*", "logs"));
+        for n in ["", "a", "anything:at.all", &"z".repeat(64)] {
+            assert!(m("*", n), "{n}");
+            assert!(m("**", n), "{n}");
+        }
+        assert!(m("a*b*c", "abc"));
+        assert!(m("a*b*c", "aXbYc"));
+        assert!(m("a*b*c", "abbbcbc"));
+        assert!(m("a*b*c", "acbc"));
+        assert!(!m("a*b*c", "acb"));
+        assert!(!m("a*b*c", "abcx"));
+        assert!(!m("a*b*c", "xabc"));
+        assert!(m("*:latest", "image:latest"));
+        assert!(m("*:latest", ":latest"));
+        assert!(!m("*:latest", "image:latest2"));
+        assert!(!m("*:latest", "image:v1"));
+        assert!(m("*a*", "bab"));
+        assert!(!m("*a*", "bbb"));
+        // Plain names: equality, case-sensitive.
+        assert!(m("logs", "logs"));
+        assert!(!m("logs", "Logs"));
+        assert!(!m("logs", "logs-a"));
+        assert!(!m("logs", ""));
+        // A worst case for backtracking stays quick.
+        let p = format!("{}b", "a*".repeat(31));
+        assert!(!m(&p, &"a".repeat(64)));
+        assert!(m(&p, &format!("{}b", "a".repeat(63))));
+    }
+
+    // --- grants ---
+
+    fn grant_req(s: &str) -> GrantReq {
+        match parse(s) {
+            Ok(Request::Grant(g) | Request::Revoke(g)) => g,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn grant_and_revoke_parse() {
+        let want = GrantReq {
+            topic: topic("alice/x"),
+            list: AccessList(vec![Grantee::User(user("bob")), Grantee::Key(KEY.into())]),
+            common: Common { quiet: true },
+        };
+        let input = format!("grant -q alice/x ' bob , {KEY}'");
+        assert_eq!(parse(&input), Ok(Request::Grant(want.clone())));
+        let input = format!("revoke alice/x bob,{KEY} --clean");
+        assert_eq!(parse(&input), Ok(Request::Revoke(want)));
+        let g = grant_req("grant x carol");
+        assert_eq!(g.topic, topic("x"));
+        assert_eq!(g.list, AccessList(vec![Grantee::User(user("carol"))]));
+        assert!(!g.common.quiet);
+        // Flags anywhere; positionals in order. `true` is a user name when not after a bare
+        // boolean flag (`grant x -c true` has no list: see grant_needs_topic_and_list).
+        assert_eq!(
+            grant_req("grant x true -c").list,
+            AccessList(vec![Grantee::User(user("true"))])
+        );
+        assert_eq!(parse("grant -h"), Ok(Request::Help));
+        assert_eq!(parse("revoke x --help"), Ok(Request::Help));
+        assert_eq!(grant_req("grant -p=false x bob").topic, topic("x"));
+    }
+
+    #[test]
+    fn grant_needs_topic_and_list() {
+        assert_eq!(
+            parse("grant"),
+            Err(RequestError::MissingTopic { verb: "grant" })
+        );
+        assert_eq!(
+            parse("revoke -c"),
+            Err(RequestError::MissingTopic { verb: "revoke" })
+        );
+        assert_eq!(
+            parse("grant x"),
+            Err(RequestError::MissingList { verb: "grant" })
+        );
+        // A bare boolean flag takes a following `true`/`false`, any other word is the list.
+        assert!(parse("grant x -c bob").is_ok());
+        assert_eq!(
+            parse("revoke x -c true"),
+            Err(RequestError::MissingList { verb: "revoke" })
+        );
+        assert_eq!(
+            parse("grant x bob carol"),
+            Err(RequestError::Extra {
+                verb: "grant",
+                arg: "carol".into()
+            })
+        );
+        assert_eq!(
+            parse("grant x").unwrap_err().to_string(),
+            "grant: a list is required (grant TOPIC USER-OR-KEY[,...])"
+        );
+    }
+
+    #[test]
+    fn grant_list_errors() {
+        for input in ["grant x ''", "grant x ' '", "grant x '  '"] {
+            assert_eq!(
+                parse(input),
+                Err(RequestError::EmptyList { verb: "grant" }),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse("grant x ''").unwrap_err().to_string(),
+            "grant: nothing to grant (the list is empty)"
+        );
+        assert_eq!(
+            parse("revoke x ''"),
+            Err(RequestError::EmptyList { verb: "revoke" })
+        );
+        for (input, entry) in [
+            ("grant x 'a b'", "a b"),
+            ("grant x Bob", "Bob"),
+            ("grant x public", "public"),
+            ("grant x a,,b", "a,,b"),
+            ("grant x bob,", "bob,"),
+            ("revoke x SHA256:short", "SHA256:short"),
+            ("grant x 'bob;id'", "bob;id"),
+        ] {
+            assert_eq!(
+                parse(input),
+                Err(RequestError::BadGrantee {
+                    verb: if input.starts_with("grant") {
+                        "grant"
+                    } else {
+                        "revoke"
+                    },
+                    entry: entry.into()
+                }),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse("grant x Bob").unwrap_err().to_string(),
+            "grant: bad entry in list: Bob (comma-separated user names or SHA256: key \
+             fingerprints)"
+        );
+        let many = vec!["u"; MAX_GRANTEES + 1].join(",");
+        assert_eq!(
+            parse(&format!("grant x {many}")),
+            Err(RequestError::TooManyGrantees {
+                verb: "grant",
+                count: MAX_GRANTEES + 1
+            })
+        );
+        let most = vec!["u"; MAX_GRANTEES].join(",");
+        assert_eq!(
+            grant_req(&format!("grant x {most}")).list.0.len(),
+            MAX_GRANTEES
+        );
+    }
+
+    #[test]
+    fn grant_topic_errors() {
+        for input in [
+            "grant -p x bob",
+            "grant x -p bob",
+            "revoke public/x bob",
+            "grant -p",
+            "grant -p alice/x bob",
+            "revoke bob -p",
+        ] {
+            assert!(
+                matches!(parse(input), Err(RequestError::GrantOnPublic { .. })),
+                "{input}: {:?}",
+                parse(input)
+            );
+        }
+        assert_eq!(
+            parse("revoke public/x bob").unwrap_err().to_string(),
+            "revoke: public topics are open to everyone and take no grant"
+        );
+        for input in [
+            "grant 'x y' bob",
+            "grant a/b/c bob",
+            "revoke '' bob",
+            "grant */x bob",
+        ] {
+            assert!(
+                matches!(parse(input), Err(RequestError::BadTopic(_))),
+                "{input}: {:?}",
+                parse(input)
+            );
+        }
+        for (input, flag) in [
+            ("grant x bob -a carol", "-a"),
+            ("grant x bob -k", "-k"),
+            ("revoke x bob --json", "--json"),
+            ("grant x bob -d multicast", "-d"),
+        ] {
+            match parse(input) {
+                Err(RequestError::UnknownFlag { flag: f, .. }) => assert_eq!(f, flag, "{input}"),
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn grants_parses() {
+        assert_eq!(parse("grants"), Ok(Request::Grants(Ls::default())));
+        assert_eq!(
+            parse("grants --json -q"),
+            Ok(Request::Grants(Ls {
+                json: true,
+                common: Common { quiet: true }
+            }))
+        );
+        assert!(matches!(parse("grants x"), Err(RequestError::Extra { .. })));
+        assert!(matches!(
+            parse("grants -p"),
+            Err(RequestError::UnknownFlag { .. })
+        ));
+        assert_eq!(parse("grants -h"), Ok(Request::Help));
+    }
+
     // --- rendering ---
 
     #[test]
@@ -1768,6 +2335,22 @@ mod tests {
             Ok("ls --json --quiet".into())
         );
         assert_eq!(parse("whoami -c").map(|r| r.render()), Ok("whoami".into()));
+        assert_eq!(
+            parse(&format!("grant -c alice/x ' bob , {KEY}'")).map(|r| r.render()),
+            Ok(format!("grant --quiet alice/x bob,{KEY}"))
+        );
+        assert_eq!(
+            parse("revoke x bob").map(|r| r.render()),
+            Ok("revoke x bob".into())
+        );
+        assert_eq!(
+            parse("grants -q --json").map(|r| r.render()),
+            Ok("grants --json --quiet".into())
+        );
+        assert_eq!(
+            parse("sub -p 'logs-*' -k").map(|r| r.render()),
+            Ok("sub --keep public/logs-*".into())
+        );
     }
 
     #[test]
@@ -1778,6 +2361,8 @@ mod tests {
             "pipe true -r -c",
             "sub true",
             "pub false -t 1s",
+            "grant true false -c",
+            "revoke false true",
         ] {
             let r = parse(input).unwrap();
             assert_eq!(
@@ -1812,6 +2397,20 @@ mod tests {
         assert!(text.len() <= MAX_REQUEST, "{}", text.len());
         assert_eq!(text.len(), 194 + 16 * 51 - 1);
         assert_eq!(parse(&text), Ok(r));
+
+        let grant = GrantReq {
+            topic: TopicRef {
+                namespace: Namespace::User(user(&"u".repeat(MAX_USER_NAME))),
+                name: TopicName::new(&"t".repeat(MAX_TOPIC_NAME)).unwrap(),
+            },
+            list: AccessList(vec![Grantee::Key(KEY.into()); MAX_GRANTEES]),
+            common: Common { quiet: true },
+        };
+        let r = Request::Revoke(grant);
+        let text = r.render();
+        assert_eq!(text.len(), 14 + 98 + 1 + 16 * 51 - 1);
+        assert!(text.len() <= MAX_REQUEST, "{}", text.len());
+        assert_eq!(parse(&text), Ok(r));
     }
 
     #[test]
@@ -1820,8 +2419,18 @@ mod tests {
         assert!(!parse("sub x").unwrap().quiet());
         assert!(parse("ls -q").unwrap().quiet());
         assert!(!parse("whoami -q").unwrap().quiet());
-        for verb in ["pub", "sub", "pipe", "ls", "whoami", "help", "version"] {
-            let input = if verb == "sub" { "sub x" } else { verb };
+        assert!(parse("grant x bob -q").unwrap().quiet());
+        assert!(!parse("revoke x bob").unwrap().quiet());
+        assert!(parse("grants -c").unwrap().quiet());
+        for verb in [
+            "pub", "sub", "pipe", "ls", "grant", "revoke", "grants", "whoami", "help", "version",
+        ] {
+            let input = match verb {
+                "sub" => "sub x",
+                "grant" => "grant x bob",
+                "revoke" => "revoke x bob",
+                _ => verb,
+            };
             assert_eq!(parse(input).unwrap().verb(), verb);
         }
     }
@@ -1838,23 +2447,49 @@ mod tests {
             .prop_map(UserName)
     }
 
-    fn topic_ref() -> impl Strategy<Value = TopicRef> {
-        let namespace = prop_oneof![
+    /// A pattern with at least one `*`: up to 32 + 1 + 31 = 64 characters.
+    fn pattern_name() -> impl Strategy<Value = TopicName> {
+        (
+            "([A-Za-z0-9*][A-Za-z0-9._:*-]{0,31})?",
+            "[A-Za-z0-9._:*-]{0,31}",
+        )
+            .prop_map(|(head, tail)| TopicName(format!("{head}*{tail}")))
+    }
+
+    fn namespace() -> impl Strategy<Value = Namespace> {
+        prop_oneof![
             Just(Namespace::Own),
             user_name().prop_map(Namespace::User),
             Just(Namespace::Public),
-        ];
+        ]
+    }
+
+    fn topic_ref() -> impl Strategy<Value = TopicRef> {
+        (namespace(), topic_name()).prop_map(|(namespace, name)| TopicRef { namespace, name })
+    }
+
+    /// What `sub` takes: a name or a pattern.
+    fn sub_topic_ref() -> impl Strategy<Value = TopicRef> {
+        let name = prop_oneof![topic_name(), pattern_name()];
+        (namespace(), name).prop_map(|(namespace, name)| TopicRef { namespace, name })
+    }
+
+    /// What `grant`/`revoke` take: never public.
+    fn grant_topic_ref() -> impl Strategy<Value = TopicRef> {
+        let namespace = prop_oneof![Just(Namespace::Own), user_name().prop_map(Namespace::User),];
         (namespace, topic_name()).prop_map(|(namespace, name)| TopicRef { namespace, name })
     }
 
-    fn access_list() -> impl Strategy<Value = Option<AccessList>> {
+    fn grantees(min: usize) -> impl Strategy<Value = AccessList> {
         let grantee = prop_oneof![
             user_name().prop_map(Grantee::User),
             "SHA256:[A-Za-z0-9+/]{43}".prop_map(Grantee::Key),
         ];
-        proptest::option::of(
-            proptest::collection::vec(grantee, 0..=MAX_GRANTEES).prop_map(AccessList),
-        )
+        proptest::collection::vec(grantee, min..=MAX_GRANTEES).prop_map(AccessList)
+    }
+
+    fn access_list() -> impl Strategy<Value = Option<AccessList>> {
+        proptest::option::of(grantees(0))
     }
 
     fn duration() -> impl Strategy<Value = Duration> {
@@ -1871,10 +2506,10 @@ mod tests {
         prop_oneof![Just(Dispatch::Multicast), Just(Dispatch::RoundRobin)]
     }
 
-    /// `-a` is refused on public topics, so a generated request drops it there.
+    /// `-a` is refused on public and wildcard topics, so a generated request drops it there.
     fn allowed_access(topic: Option<&TopicRef>, access: Option<AccessList>) -> Option<AccessList> {
         match topic {
-            Some(t) if t.namespace == Namespace::Public => None,
+            Some(t) if t.namespace == Namespace::Public || t.name.is_pattern() => None,
             _ => access,
         }
     }
@@ -1902,7 +2537,7 @@ mod tests {
                 })
             });
         let sub_req = (
-            topic_ref(),
+            sub_topic_ref(),
             any::<bool>(),
             proptest::option::of(1..=MAX_LINES),
             access_list(),
@@ -1933,13 +2568,31 @@ mod tests {
                     common,
                 })
             });
-        let ls =
-            (any::<bool>(), common).prop_map(|(json, common)| Request::Ls(Ls { json, common }));
+        let ls = (any::<bool>(), common.clone())
+            .prop_map(|(json, common)| Request::Ls(Ls { json, common }));
+        let grants = (any::<bool>(), common.clone())
+            .prop_map(|(json, common)| Request::Grants(Ls { json, common }));
+        let grant = (any::<bool>(), grant_topic_ref(), grantees(1), common).prop_map(
+            |(revoke, topic, list, common)| {
+                let g = GrantReq {
+                    topic,
+                    list,
+                    common,
+                };
+                if revoke {
+                    Request::Revoke(g)
+                } else {
+                    Request::Grant(g)
+                }
+            },
+        );
         prop_oneof![
             4 => pub_req,
             4 => sub_req,
             4 => pipe_req,
+            3 => grant,
             1 => ls,
+            1 => grants,
             1 => Just(Request::Whoami),
             1 => Just(Request::Help),
             1 => Just(Request::Version),
@@ -1961,7 +2614,13 @@ mod tests {
             Just("sub "),
             Just("pipe "),
             Just("ls "),
+            Just("grant "),
+            Just("revoke "),
+            Just("grants"),
             Just("whoami"),
+            Just("*"),
+            Just("logs-*"),
+            Just("bob,"),
             Just("-"),
             Just("--"),
             Just("-b"),
@@ -1995,6 +2654,25 @@ mod tests {
         proptest::collection::vec(fragment, 0..24).prop_map(|parts| parts.concat())
     }
 
+    /// The obvious dynamic-programming glob match, to check [`TopicName::matches`] against.
+    fn reference_match(pattern: &[u8], name: &[u8]) -> bool {
+        // ok[j]: the pattern so far matches name[..j].
+        let mut ok = vec![false; name.len() + 1];
+        ok[0] = true;
+        for &p in pattern {
+            let mut next = vec![false; name.len() + 1];
+            for j in 0..=name.len() {
+                next[j] = if p == STAR {
+                    ok[j] || (j > 0 && next[j - 1])
+                } else {
+                    j > 0 && ok[j - 1] && name[j - 1] == p
+                };
+            }
+            ok = next;
+        }
+        ok[name.len()]
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics_on_bytes(input in proptest::collection::vec(any::<u8>(), 0..1200)) {
@@ -2014,6 +2692,34 @@ mod tests {
                 prop_assert!(text.len() <= MAX_REQUEST);
                 prop_assert_eq!(Request::parse(text.as_bytes()), Ok(r));
             }
+        }
+
+        #[test]
+        fn matches_agrees_with_a_reference(
+            pattern in "[ab*]{1,10}",
+            name in "[ab]{0,10}",
+        ) {
+            prop_assert_eq!(
+                TopicName(pattern.clone()).matches(&name),
+                reference_match(pattern.as_bytes(), name.as_bytes())
+            );
+        }
+
+        #[test]
+        fn patterns_match_what_they_were_made_from(
+            parts in proptest::collection::vec("[a-z.:-]{0,6}", 1..6),
+            fills in proptest::collection::vec("[A-Za-z0-9._:-]{0,6}", 5),
+        ) {
+            // `parts` joined by `*` is a pattern; the same parts joined by anything match it.
+            let pattern = parts.join("*");
+            let mut name = String::new();
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    name.push_str(&fills[i - 1]);
+                }
+                name.push_str(part);
+            }
+            prop_assert!(TopicName(pattern).matches(&name));
         }
 
         #[test]

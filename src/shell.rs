@@ -15,6 +15,16 @@
 //!
 //! The client's words and the admin's options are never merged: identity options are read
 //! only from argv or from a forced command, never from the request.
+//!
+//! # Identity by key (`ForceCommand` + `ExposeAuthInfo yes`)
+//!
+//! When pipe-shell runs as the service account (`--service-user`, default `pipe`) with no
+//! `--user` given, it reads the file `$SSH_USER_AUTH` names (sshd writes the methods the
+//! client authenticated with), takes its single `publickey` line, and looks the key's
+//! fingerprint up in the key directory (`--keys-dir`, default `/etc/pipe/keys`): the user
+//! whose directory holds that key is who the session is. An unknown key is refused like
+//! any other identity failure (exit 3). Key lines then need no `command=`: the sshd
+//! `ForceCommand` catches every login of the account.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -27,7 +37,8 @@ use std::thread::JoinHandle;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use crate::broker::DEFAULT_SOCKET;
+use crate::admin::DEFAULT_KEYS_DIR;
+use crate::broker::{DEFAULT_SERVICE_USER, DEFAULT_SOCKET};
 use crate::exit::{Exit, escape};
 use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient, pollable};
 use crate::request::{Request, RequestError};
@@ -46,10 +57,16 @@ usage: ssh HOST COMMAND
         -k  keep listening after publishers leave   -n N  exit after N lines
   pipe [TOPIC] [-p] [-d MODE] [-r] [-c]
         both ways (chat, shared terminals); -r also receives your own writes.
-  ls [--json]      your topics       whoami     who the broker thinks you are
+  ls [--json]      your topics and those shared with you
+  grant TOPIC LIST / revoke TOPIC LIST / grants [--json]
+        who else may use your topics: LIST is user names or SHA256: key
+        fingerprints, comma-separated; grants last until revoked.
+  whoami           who the broker thinks you are
   help             this text         version    the version
 
-  TOPIC is NAME (yours), OWNER/NAME (another's) or -p NAME / public/NAME.
+  TOPIC is NAME (yours), OWNER/NAME (another's, if granted) or -p NAME /
+  public/NAME. sub also takes a pattern: sub 'logs-*' gets every matching
+  topic, now and later. -a LIST on pub/sub/pipe sets your topic's grant.
   -c or -q hides status lines. Flags may come before or after the topic.
   Status lines go to stderr; stdout carries data only.
 
@@ -64,6 +81,8 @@ struct Options {
     socket: Option<PathBuf>,
     user: Option<String>,
     key: Option<String>,
+    keys_dir: Option<PathBuf>,
+    service_user: Option<String>,
     command: Option<String>,
     words: Vec<String>,
 }
@@ -83,6 +102,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--socket" => opts.socket = Some(PathBuf::from(value("--socket")?)),
             "--user" => opts.user = Some(value("--user")?),
             "--key" => opts.key = Some(value("--key")?),
+            "--keys-dir" => opts.keys_dir = Some(PathBuf::from(value("--keys-dir")?)),
+            "--service-user" => opts.service_user = Some(value("--service-user")?),
             "-c" => opts.command = Some(value("-c")?),
             _ => {
                 opts.words.push(arg.clone());
@@ -125,6 +146,8 @@ fn entry(args: &[String], original: Option<Vec<u8>>) -> Result<(Options, Source)
             opts.socket = inner.socket.or(opts.socket);
             opts.user = inner.user.or(opts.user);
             opts.key = inner.key.or(opts.key);
+            opts.keys_dir = inner.keys_dir.or(opts.keys_dir);
+            opts.service_user = inner.service_user.or(opts.service_user);
             Source::Remote(request)
         }
         (Some(command), None) => {
@@ -166,9 +189,10 @@ pub fn run() -> Exit {
         .collect();
     let original = std::env::var_os("SSH_ORIGINAL_COMMAND").map(|v| v.as_bytes().to_vec());
     let port = std::env::var_os("SSH_CONNECTION").and_then(server_port);
+    let auth_info = std::env::var_os("SSH_USER_AUTH").map(PathBuf::from);
     clear_environment();
 
-    let (opts, source) = match entry(&args, original) {
+    let (mut opts, source) = match entry(&args, original) {
         Ok(e) => e,
         Err(msg) => {
             say(&msg);
@@ -200,6 +224,20 @@ pub fn run() -> Exit {
             Exit::Ok
         }
         request => {
+            if opts.user.is_none() {
+                if let Some(file) = auth_info.filter(|_| runs_as_service(&opts)) {
+                    match identify_by_key(&file, &opts) {
+                        Some((user, key)) => {
+                            opts.user = Some(user);
+                            opts.key = Some(key);
+                        }
+                        None => {
+                            say("access denied");
+                            return Exit::Denied;
+                        }
+                    }
+                }
+            }
             let socket = opts.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into());
             let hello = Hello {
                 version: PROTOCOL_VERSION,
@@ -210,6 +248,36 @@ pub fn run() -> Exit {
             talk(&socket, &hello, request.quiet(), port)
         }
     }
+}
+
+/// Whether this process runs as the service account, the one that speaks for the users of
+/// the key directory.
+fn runs_as_service(opts: &Options) -> bool {
+    let name = opts.service_user.as_deref().unwrap_or(DEFAULT_SERVICE_USER);
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.uid == nix::unistd::getuid())
+}
+
+/// Maps the key the client logged in with (the single `publickey` line sshd wrote to
+/// `$SSH_USER_AUTH`) to its user in the key directory: `(user, fingerprint)`.
+fn identify_by_key(file: &std::path::Path, opts: &Options) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut keys = text.lines().filter_map(|l| l.strip_prefix("publickey "));
+    let line = keys.next()?;
+    // More than one key (several publickey methods) is ambiguous: refuse rather than pick.
+    if keys.next().is_some() {
+        return None;
+    }
+    let key = crate::admin::keys::parse_key(line).ok()?;
+    let dir = opts
+        .keys_dir
+        .as_deref()
+        .unwrap_or(std::path::Path::new(DEFAULT_KEYS_DIR));
+    let keys = crate::admin::store::KeyDir::load(dir).ok()?;
+    let (user, _) = keys.owner_of(key.fingerprint())?;
+    Some((user.as_str().to_string(), key.fingerprint().to_string()))
 }
 
 /// Drops every inherited variable. sshd lets clients set some (`AcceptEnv LANG LC_*` on

@@ -21,6 +21,9 @@ struct Args {
     /// The account whose key lines may assert `--user`.
     #[arg(long, default_value = broker::DEFAULT_SERVICE_USER)]
     service_user: String,
+    /// Directory for durable state (the grants file).
+    #[arg(long, default_value = broker::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
     /// Window W: how far the slowest subscriber may trail (e.g. 8M, 256K).
     #[arg(long, default_value = "8M", value_parser = size)]
     window: usize,
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         socket: args.socket,
         socket_group: args.socket_group,
         service_user: args.service_user,
+        state_dir: Some(args.state_dir),
         window: args.window,
         budget: args.budget,
         stall_timeout: args.stall_timeout,

@@ -1,16 +1,26 @@
 //! The subscribing side of a session: write the topic's chunks into the session's stdout.
+//!
+//! A plain subscription is one cursor on one topic. A wildcard subscription (`sub
+//! 'logs-*'`) is a cursor on every matching topic, now and later, all sharing one wake-up
+//! and one kill switch; their batches are written one after another, so chunks of
+//! different topics interleave whole, as chunks of concurrent publishers do.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
 
 use super::fdio::{Fd, MAX_IOV};
 use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
+use super::{PatternGuard, TopicRef};
 use crate::exit::Exit;
 
-/// A subscriber's place on a topic, removed however the session ends.
+/// A subscriber's place on one topic, removed however the session ends.
 pub struct Subscriber<'a> {
     topic: &'a Topic,
     handle: SubHandle,
@@ -29,79 +39,185 @@ impl Drop for Subscriber<'_> {
     }
 }
 
+/// A wildcard subscription's place on one matching topic; it holds the topic open.
+pub struct Cursor {
+    held: TopicRef,
+    handle: SubHandle,
+}
+
+impl Cursor {
+    pub fn new(held: TopicRef, handle: SubHandle) -> Cursor {
+        Cursor { held, handle }
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.held.topic.detach_sub(self.handle.id);
+    }
+}
+
+fn dropped() -> Outcome {
+    fail(Exit::Dropped, "dropped: subscriber stalled")
+}
+
+fn shutting_down() -> Outcome {
+    fail(Exit::Unavailable, SHUTTING_DOWN)
+}
+
 /// Writes the topic's chunks to the subscriber's stdout until its stream ends. `lines`:
 /// stop after that many complete lines (`sub -n`).
 pub async fn deliver(ctx: &Ctx, sub: &Subscriber<'_>, out: &Fd, mut lines: Option<u64>) -> Outcome {
-    let (topic, id) = (sub.topic, sub.handle.id);
-    let dropped = || fail(Exit::Dropped, "dropped: subscriber stalled");
+    let (topic, handle) = (sub.topic, &sub.handle);
     loop {
-        let (mut pending, mut reach) = match topic.fetch(id) {
-            Fetch::Data { slices, reach } => (slices, reach),
-            Fetch::Ended if ctx.broker.soft.is_cancelled() => {
-                return fail(Exit::Unavailable, SHUTTING_DOWN);
+        match topic.fetch(handle.id) {
+            Fetch::Data { slices, reach } => {
+                match write_batch(ctx, topic, handle, out, slices, reach, &mut lines).await {
+                    Ok(true) => {}
+                    Ok(false) => return OK,
+                    Err(o) => return o,
+                }
             }
+            Fetch::Ended if ctx.broker.soft.is_cancelled() => return shutting_down(),
             Fetch::Ended => return OK,
             Fetch::Gone => return dropped(),
             Fetch::Idle => {
                 if ctx.broker.soft.is_cancelled() && topic.quiet() {
-                    return fail(Exit::Unavailable, SHUTTING_DOWN);
+                    return shutting_down();
                 }
-                tokio::select! {
-                    _ = sub.handle.wake.notified() => {}
-                    _ = sleep(IDLE_CHECK) => {
-                        if out.peer_gone() {
-                            return OK;
-                        }
-                    }
-                    _ = sub.handle.kill.cancelled() => return dropped(),
-                    _ = ctx.cancel.cancelled() => return fail(Exit::Unavailable, SHUTTING_DOWN),
+                if let Err(o) = idle(ctx, handle, out).await {
+                    return o;
                 }
-                continue;
             }
+        }
+    }
+}
+
+/// Waits for data while nothing is due. Notices a departed reader (sshd sends no signal,
+/// DESIGN §1) within [`IDLE_CHECK`].
+async fn idle(ctx: &Ctx, handle: &SubHandle, out: &Fd) -> Result<(), Outcome> {
+    tokio::select! {
+        _ = handle.wake.notified() => Ok(()),
+        _ = sleep(IDLE_CHECK) => if out.peer_gone() { Err(OK) } else { Ok(()) },
+        _ = handle.kill.cancelled() => Err(dropped()),
+        _ = ctx.cancel.cancelled() => Err(shutting_down()),
+    }
+}
+
+/// Writes one batch from `topic`, recording progress after every write. `Ok(false)`: the
+/// subscription is done (its `-n` lines are written, or its reader went away).
+async fn write_batch(
+    ctx: &Ctx,
+    topic: &Topic,
+    handle: &SubHandle,
+    out: &Fd,
+    mut pending: VecDeque<(u64, Bytes)>,
+    mut reach: u64,
+    lines: &mut Option<u64>,
+) -> Result<bool, Outcome> {
+    let last_batch = lines
+        .as_mut()
+        .is_some_and(|left| take_lines(&mut pending, left));
+    if last_batch {
+        // Stop right after the last line written, so chunks meant for this subscriber
+        // beyond it are handed on when it leaves (round robin).
+        reach = pending.back().map_or(reach, |(s, b)| s + b.len() as u64);
+    }
+    while !pending.is_empty() {
+        let slices: Vec<Bytes> = pending
+            .iter()
+            .take(MAX_IOV)
+            .map(|(_, b)| b.clone())
+            .collect();
+        let written = tokio::select! {
+            r = out.write_some(&slices) => r,
+            _ = handle.kill.cancelled() => return Err(dropped()),
+            _ = ctx.cancel.cancelled() => return Err(shutting_down()),
         };
-        let last_batch = lines
-            .as_mut()
-            .is_some_and(|left| take_lines(&mut pending, left));
-        if last_batch {
-            // Stop right after the last line written, so chunks meant for this subscriber
-            // beyond it are handed on when it leaves (round robin).
-            reach = pending.back().map_or(reach, |(s, b)| s + b.len() as u64);
-        }
-        while !pending.is_empty() {
-            let slices: Vec<Bytes> = pending
-                .iter()
-                .take(MAX_IOV)
-                .map(|(_, b)| b.clone())
-                .collect();
-            let written = tokio::select! {
-                r = out.write_some(&slices) => r,
-                _ = sub.handle.kill.cancelled() => return dropped(),
-                _ = ctx.cancel.cancelled() => return fail(Exit::Unavailable, SHUTTING_DOWN),
+        let Ok(mut n) = written else {
+            // The reader went away (`sub x | head -c 10`, or the client left): a normal
+            // end for a subscriber.
+            return Ok(false);
+        };
+        while n > 0 {
+            let Some(front) = pending.front_mut() else {
+                break;
             };
-            let Ok(mut n) = written else {
-                // The reader went away (`sub x | head -c 10`, or the client left): a
-                // normal end for a subscriber.
-                return OK;
-            };
-            while n > 0 {
-                let Some(front) = pending.front_mut() else {
-                    break;
-                };
-                let len = front.1.len();
-                if n >= len {
-                    n -= len;
-                    pending.pop_front();
-                } else {
-                    front.1 = front.1.slice(n..);
-                    front.0 += n as u64;
-                    n = 0;
-                }
+            let len = front.1.len();
+            if n >= len {
+                n -= len;
+                pending.pop_front();
+            } else {
+                front.1 = front.1.slice(n..);
+                front.0 += n as u64;
+                n = 0;
             }
-            let pos = pending.front().map_or(reach, |(start, _)| *start);
-            topic.advance(id, pos);
         }
-        if last_batch {
-            return OK;
+        let pos = pending.front().map_or(reach, |(start, _)| *start);
+        topic.advance(handle.id, pos);
+    }
+    Ok(!last_batch)
+}
+
+/// A wildcard subscription's parts: the wake-up and kill switch its cursors share, the
+/// cursors on the topics matching now, and the channel that brings cursors on topics
+/// created later, which flows until `watch` is dropped.
+pub struct Wildcard {
+    pub wake: Arc<Notify>,
+    pub kill: CancellationToken,
+    pub cursors: Vec<Cursor>,
+    pub new: mpsc::UnboundedReceiver<Cursor>,
+    pub watch: PatternGuard,
+}
+
+/// A wildcard subscription: writes every matching topic's chunks until the client leaves,
+/// it is dropped, or the broker stops. It never ends because publishers leave (a wildcard
+/// always behaves as `-k`). Cursors on topics the caller may no longer use (a revoked
+/// grant) are let go; the subscription itself goes on.
+pub async fn deliver_many(ctx: &Ctx, w: Wildcard, out: &Fd, mut lines: Option<u64>) -> Outcome {
+    let Wildcard {
+        wake,
+        kill,
+        mut cursors,
+        mut new,
+        watch: _watch,
+    } = w;
+    let mut grants = ctx.broker.grants.subscribe();
+    loop {
+        while let Ok(c) = new.try_recv() {
+            cursors.push(c);
+        }
+        let mut wrote = false;
+        for c in &cursors {
+            match c.held.topic.fetch(c.handle.id) {
+                Fetch::Data { slices, reach } => {
+                    wrote = true;
+                    let topic = &c.held.topic;
+                    match write_batch(ctx, topic, &c.handle, out, slices, reach, &mut lines).await {
+                        Ok(true) => {}
+                        Ok(false) => return OK,
+                        Err(o) => return o,
+                    }
+                }
+                Fetch::Gone => return dropped(),
+                Fetch::Idle | Fetch::Ended => {}
+            }
+        }
+        if wrote {
+            continue;
+        }
+        if ctx.broker.soft.is_cancelled() && cursors.iter().all(|c| c.held.topic.quiet()) {
+            return shutting_down();
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            Some(c) = new.recv() => cursors.push(c),
+            Ok(()) = grants.changed() => {
+                cursors.retain(|c| ctx.broker.may_use(&ctx.who, &c.held.topic.key));
+            }
+            _ = sleep(IDLE_CHECK) => if out.peer_gone() { return OK; },
+            _ = kill.cancelled() => return dropped(),
+            _ = ctx.cancel.cancelled() => return shutting_down(),
         }
     }
 }

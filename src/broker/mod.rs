@@ -12,6 +12,7 @@
 
 pub mod deliver;
 pub mod fdio;
+pub mod grants;
 pub mod identity;
 pub mod publish;
 pub mod session;
@@ -33,6 +34,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::request::TopicName;
+use deliver::Cursor;
+use grants::Grants;
+use identity::Identity;
+use tokio::sync::mpsc;
 use topic::{Budget, Owner, Topic, TopicKey};
 
 /// Where the socket lives on an installed system (DESIGN §8).
@@ -78,6 +84,9 @@ pub const MAX_USER_TOPICS: usize = 128;
 /// Public topics live at once per user (DESIGN §7): the shared namespace is small on purpose.
 pub const MAX_PUBLIC_TOPICS: usize = 16;
 
+/// Where piped keeps its durable state (the grants file).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/piped";
+
 /// The account `pipe-admin` writes key lines for; only it may assert `--user`.
 pub const DEFAULT_SERVICE_USER: &str = "pipe";
 
@@ -88,6 +97,8 @@ pub struct Config {
     /// Group of the socket (mode 0660) and of its directory (0750) when piped creates it.
     pub socket_group: Option<String>,
     pub service_user: String,
+    /// Durable state (grants); `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
     pub window: usize,
     pub budget: usize,
     pub stall_timeout: Duration,
@@ -104,6 +115,7 @@ impl Default for Config {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             service_user: DEFAULT_SERVICE_USER.to_string(),
+            state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
             window: DEFAULT_WINDOW,
             budget: DEFAULT_BUDGET,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
@@ -125,6 +137,8 @@ pub enum BrokerError {
     #[error("unknown group {0}")]
     UnknownGroup(String),
     #[error(transparent)]
+    Grants(#[from] grants::GrantsError),
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
@@ -133,7 +147,10 @@ pub struct Broker {
     pub config: Config,
     /// uid allowed to assert identities (`--user`), if the service account exists.
     pub service_uid: Option<u32>,
+    pub grants: Grants,
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    /// Wildcard subscriptions, attached to every matching topic as it is created.
+    patterns: Mutex<Vec<Pattern>>,
     budget: Arc<Budget>,
     /// Live sessions per user.
     sessions: Mutex<HashMap<String, usize>>,
@@ -164,16 +181,20 @@ pub enum Refused {
     TooManyTopics,
     #[error("too many public topics for this user")]
     TooManyPublicTopics,
+    #[error("too many grant entries for this user")]
+    TooManyGrants,
 }
 
 impl Broker {
-    pub fn new(config: Config, service_uid: Option<u32>) -> Broker {
+    pub fn new(config: Config, service_uid: Option<u32>, grants: Grants) -> Broker {
         Broker {
+            grants,
             budget: Arc::new(Budget::new(config.budget)),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
             service_uid,
             topics: Mutex::new(HashMap::new()),
+            patterns: Mutex::new(Vec::new()),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             soft: CancellationToken::new(),
@@ -223,14 +244,57 @@ impl Broker {
                     self.budget.clone(),
                 ));
                 topics.insert(key, t.clone());
-                t
+                // Wildcard subscribers join before anyone publishes, so they miss nothing
+                // and a waiting `pub -b` counts them.
+                let undelivered: Vec<Cursor> = lock(&self.patterns)
+                    .iter()
+                    .filter(|p| p.covers(self, &t.key))
+                    .filter_map(|p| p.tx.send(p.attach(self, &t)).err().map(|e| e.0))
+                    .collect();
+                drop(topics);
+                // Dropped outside the registry lock: a cursor's TopicRef takes it.
+                drop(undelivered);
+                return Ok(self.hold(t));
             }
         };
+        drop(topics);
+        Ok(self.hold(topic))
+    }
+
+    fn hold(self: &Arc<Self>, topic: Arc<Topic>) -> TopicRef {
         topic.enter();
-        Ok(TopicRef {
+        TopicRef {
             broker: self.clone(),
             topic,
-        })
+        }
+    }
+
+    /// Whether `who` may use `key`: its own and public topics, any topic for the admin,
+    /// another's through its grant.
+    pub fn may_use(&self, who: &Identity, key: &TopicKey) -> bool {
+        match &key.owner {
+            Owner::Public => true,
+            Owner::User(u) => u == &who.user || who.admin || self.grants.allows(u, &key.name, who),
+        }
+    }
+
+    /// Starts a wildcard subscription: cursors on every matching topic now, and (through
+    /// `tx`) on every matching topic created until the returned guard is dropped.
+    pub fn watch_pattern(self: &Arc<Self>, pattern: Pattern) -> (Vec<Cursor>, PatternGuard) {
+        let topics = self.topics();
+        let now = topics
+            .values()
+            .filter(|t| pattern.covers(self, &t.key))
+            .map(|t| pattern.attach(self, t))
+            .collect();
+        let id = pattern.session;
+        lock(&self.patterns).push(pattern);
+        drop(topics);
+        let guard = PatternGuard {
+            broker: self.clone(),
+            session: id,
+        };
+        (now, guard)
     }
 
     /// The budget is spent: drops the subscriber furthest behind, on any topic, among those
@@ -270,6 +334,48 @@ impl Broker {
             broker: self.clone(),
             user: user.to_string(),
         })
+    }
+}
+
+/// A wildcard subscription: `sub 'logs-*'`.
+pub struct Pattern {
+    pub session: topic::SessionId,
+    pub who: Identity,
+    pub owner: Owner,
+    pub name: TopicName,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub kill: CancellationToken,
+    /// New cursors for the session. Unbounded, but only one message per matching topic the
+    /// caller may use, which the per-user topic caps bound.
+    pub tx: mpsc::UnboundedSender<Cursor>,
+}
+
+impl Pattern {
+    fn covers(&self, broker: &Broker, key: &TopicKey) -> bool {
+        key.owner == self.owner && self.name.matches(&key.name) && broker.may_use(&self.who, key)
+    }
+
+    fn attach(&self, broker: &Arc<Broker>, topic: &Arc<Topic>) -> Cursor {
+        let handle = topic.attach_sub_with(
+            self.session,
+            false,
+            false,
+            self.wake.clone(),
+            self.kill.clone(),
+        );
+        Cursor::new(broker.hold(topic.clone()), handle)
+    }
+}
+
+/// Ends a wildcard subscription's watch for new topics.
+pub struct PatternGuard {
+    broker: Arc<Broker>,
+    session: topic::SessionId,
+}
+
+impl Drop for PatternGuard {
+    fn drop(&mut self) {
+        lock(&self.broker.patterns).retain(|p| p.session != self.session);
     }
 }
 
@@ -361,8 +467,12 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
         .ok()
         .flatten()
         .map(|u| u.uid.as_raw());
+    let grants = match &config.state_dir {
+        Some(dir) => Grants::load(dir)?,
+        None => Grants::in_memory(),
+    };
     raise_descriptor_limit();
-    let broker = Arc::new(Broker::new(config, service_uid));
+    let broker = Arc::new(Broker::new(config, service_uid, grants));
     let tracker = TaskTracker::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

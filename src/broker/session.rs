@@ -12,20 +12,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::deliver::{Subscriber, deliver};
+use super::deliver::{Subscriber, Wildcard, deliver, deliver_many};
 use super::fdio::Fd;
+use super::grants::GrantsError;
 use super::identity::{self, Identity};
 use super::publish::{Offer, Publisher, finish_publishing, pump};
 use super::topic::{Owner, SessionId, Topic, TopicKey};
-use super::{Broker, Refused, TopicRef};
+use super::{Broker, Pattern, Refused, TopicRef};
 use crate::exit::Exit;
 use crate::proto::{self, HELLO_DEADLINE, PROTOCOL_VERSION, ToClient};
 use crate::request::{
-    AccessList, Dispatch, Namespace, PipeReq, Pub, Request, Sub, TopicRef as Named,
+    AccessList, Dispatch, GrantReq, Namespace, PipeReq, Pub, Request, Sub, TopicRef as Named,
 };
 
 /// Status frames queued per client. They are rare (joins, leaves, waiting); a client that
@@ -196,6 +197,11 @@ async fn serve(ctx: &Ctx, request: Request, fds: Vec<OwnedFd>) -> Outcome {
             Request::Pipe(p) => pipe(ctx, &p, open(stdin)?, open(stdout)?).await?,
             Request::Ls(ls) => list(ctx, ls.json, &open(stdout)?).await,
             Request::Whoami => whoami(ctx, &open(stdout)?).await,
+            Request::Grant(g) => change_grant(ctx, &g, GrantChange::Add, &open(stdout)?).await?,
+            Request::Revoke(g) => {
+                change_grant(ctx, &g, GrantChange::Remove, &open(stdout)?).await?
+            }
+            Request::Grants(ls) => list_grants(ctx, ls.json, &open(stdout)?).await,
             // pipe-shell answers these itself; a client that sends them anyway gets nothing.
             Request::Help | Request::Version => OK,
         })
@@ -203,49 +209,132 @@ async fn serve(ctx: &Ctx, request: Request, fds: Vec<OwnedFd>) -> Outcome {
     run.await.unwrap_or_else(|refusal: Outcome| refusal)
 }
 
-/// Maps what the user wrote to a topic the caller may use. "No such topic" and "access
-/// denied" are one answer (DESIGN §4).
-fn resolve(who: &Identity, topic: &Named) -> Result<TopicKey, Outcome> {
-    let owner = match &topic.namespace {
-        Namespace::Own => Owner::User(who.user.clone()),
+/// The one answer for a topic the caller may not use, whether or not it exists (DESIGN §4:
+/// no probing).
+fn denied() -> Outcome {
+    fail(Exit::Denied, "no such topic or access denied")
+}
+
+/// How the caller reaches a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Its own, a public one, or the admin's: nothing can take it away.
+    Owned,
+    /// Through the owner's grant: re-checked whenever grants change.
+    Granted,
+}
+
+/// Maps what the user wrote to a topic the caller may use.
+fn resolve(ctx: &Ctx, topic: &Named) -> Result<(TopicKey, Access), Outcome> {
+    let who = &ctx.who;
+    let name = topic.name.as_str().to_string();
+    let (owner, access) = match &topic.namespace {
+        Namespace::Own => (Owner::User(who.user.clone()), Access::Owned),
         Namespace::User(u) if u.as_str() == who.user || who.admin => {
-            Owner::User(u.as_str().to_string())
+            (Owner::User(u.as_str().to_string()), Access::Owned)
         }
-        Namespace::User(_) => {
-            return Err(fail(Exit::Denied, "no such topic or access denied"));
+        Namespace::User(u) if ctx.broker.grants.allows(u.as_str(), &name, who) => {
+            (Owner::User(u.as_str().to_string()), Access::Granted)
         }
-        Namespace::Public => Owner::Public,
+        Namespace::User(_) => return Err(denied()),
+        Namespace::Public => (Owner::Public, Access::Owned),
     };
-    Ok(TopicKey {
-        owner,
-        name: topic.name.as_str().to_string(),
-    })
+    Ok((TopicKey { owner, name }, access))
+}
+
+/// Whether the caller (still) may use `key`.
+fn allowed(ctx: &Ctx, key: &TopicKey) -> bool {
+    ctx.broker.may_use(&ctx.who, key)
+}
+
+/// Runs `work` on a topic reached through a grant until it ends or the grant stops
+/// naming the caller; a revocation cuts the session at once (DESIGN §4: within 1 s).
+async fn unless_revoked(
+    ctx: &Ctx,
+    key: &TopicKey,
+    access: Access,
+    work: impl Future<Output = Outcome>,
+) -> Outcome {
+    if access == Access::Owned {
+        return work.await;
+    }
+    let mut changes = ctx.broker.grants.subscribe();
+    let revoked = async {
+        while changes.changed().await.is_ok() {
+            if !allowed(ctx, key) {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        out = work => out,
+        () = revoked => {
+            info!(session = ctx.id, topic = %key, "grant revoked");
+            fail(Exit::Denied, "access denied")
+        }
+    }
+}
+
+/// `-a LIST`: the owner sets the grant on the topic to exactly LIST.
+fn set_grant(ctx: &Ctx, key: &TopicKey, list: &AccessList) -> Result<(), Outcome> {
+    let Owner::User(owner) = &key.owner else {
+        return Err(fail(Exit::Usage, "public topics take no grant"));
+    };
+    if owner != &ctx.who.user && !ctx.who.admin {
+        return Err(fail(
+            Exit::Denied,
+            "only the owner can change a topic's grant",
+        ));
+    }
+    ctx.broker
+        .grants
+        .set(owner, &key.name, &list.0)
+        .map(|_| ())
+        .map_err(grants_failed)
+}
+
+fn grants_failed(e: GrantsError) -> Outcome {
+    match e {
+        GrantsError::TooMany => refused(Refused::TooManyGrants),
+        other => {
+            warn!(error = %other, "keeping grants failed");
+            fail(Exit::Internal, "could not keep the grant")
+        }
+    }
+}
+
+/// A streaming session's topic, opened.
+struct Attached {
+    held: TopicRef,
+    access: Access,
 }
 
 /// Resolves and opens the topic of a streaming request: the named one, or (for `pub` and
-/// `pipe` without a topic) a fresh random one announced to the client.
+/// `pipe` without a topic) a fresh random one announced to the client. `-a` sets the
+/// topic's grant first.
 fn attach(
     ctx: &Ctx,
     topic: Option<&Named>,
-    access: &Option<AccessList>,
-) -> Result<TopicRef, Outcome> {
-    // Grants arrive with the identity work; until then `-a` is refused rather than
-    // ignored, so nobody believes they shared (or restricted) a topic when they did not.
-    if access.is_some() {
-        return Err(fail(Exit::Usage, "-a: access grants are not available yet"));
-    }
-    let key = match topic {
-        Some(t) => resolve(&ctx.who, t)?,
+    grant: &Option<AccessList>,
+) -> Result<Attached, Outcome> {
+    let (key, access) = match topic {
+        Some(t) => resolve(ctx, t)?,
         None => {
             let name = random_name().map_err(|e| fail(Exit::Internal, e.to_string()))?;
             let _ = ctx.ctl.try_send(ToClient::Topic { name: name.clone() });
-            TopicKey {
+            let key = TopicKey {
                 owner: Owner::User(ctx.who.user.clone()),
                 name,
-            }
+            };
+            (key, Access::Owned)
         }
     };
-    ctx.broker.open(key, &ctx.who.user).map_err(refused)
+    if let Some(list) = grant {
+        set_grant(ctx, &key, list)?;
+    }
+    let held = ctx.broker.open(key, &ctx.who.user).map_err(refused)?;
+    Ok(Attached { held, access })
 }
 
 /// 64 random bits in hex: unguessable enough that a random topic is effectively private to
@@ -258,14 +347,29 @@ fn random_name() -> std::io::Result<String> {
 }
 
 async fn publish(ctx: &Ctx, p: &Pub, input: Fd, client: Fd) -> Result<Outcome, Outcome> {
-    let held = attach(ctx, p.topic.as_ref(), &p.access)?;
+    let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access)?;
     let topic: &Topic = &held.topic;
+    let work = async {
+        publish_to(ctx, p, topic, &input, &client)
+            .await
+            .unwrap_or_else(|o| o)
+    };
+    Ok(unless_revoked(ctx, &topic.key, access, work).await)
+}
+
+async fn publish_to(
+    ctx: &Ctx,
+    p: &Pub,
+    topic: &Topic,
+    input: &Fd,
+    client: &Fd,
+) -> Result<Outcome, Outcome> {
     let publisher = Publisher::attach(topic);
     let offer = Offer {
         dispatch: p.dispatch,
         block: p.block,
         timeout: p.timeout,
-        client: &client,
+        client,
     };
     if p.block {
         offer.wait_for_receiver(ctx, topic).await?;
@@ -273,7 +377,7 @@ async fn publish(ctx: &Ctx, p: &Pub, input: Fd, client: Fd) -> Result<Outcome, O
     let end = if p.empty {
         offer.send(ctx, topic, Bytes::from_static(b"\0")).await?
     } else {
-        pump(ctx, topic, &input, &offer).await?
+        pump(ctx, topic, input, &offer).await?
     };
     if p.dispatch == Dispatch::RoundRobin {
         // Workers stay until every chunk is written, so a share handed back by one that
@@ -289,13 +393,51 @@ async fn publish(ctx: &Ctx, p: &Pub, input: Fd, client: Fd) -> Result<Outcome, O
 }
 
 async fn subscribe(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
-    let held = attach(ctx, Some(&s.topic), &s.access)?;
+    if s.topic.name.is_pattern() {
+        return wildcard(ctx, s, output).await;
+    }
+    let Attached { held, access } = attach(ctx, Some(&s.topic), &s.access)?;
     let sub = Subscriber::attach(&held.topic, ctx.id, false, !s.keep);
-    Ok(deliver(ctx, &sub, &output, s.lines).await)
+    let work = deliver(ctx, &sub, &output, s.lines);
+    Ok(unless_revoked(ctx, &held.topic.key, access, work).await)
+}
+
+/// `sub 'logs-*'`: every matching topic the caller may use, now and later. Matching is
+/// on the name within one namespace, never across owners.
+async fn wildcard(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
+    if s.access.is_some() {
+        return Err(fail(Exit::Usage, "-a needs one topic, not a pattern"));
+    }
+    let owner = match &s.topic.namespace {
+        Namespace::Own => Owner::User(ctx.who.user.clone()),
+        Namespace::User(u) => Owner::User(u.as_str().to_string()),
+        Namespace::Public => Owner::Public,
+    };
+    let (tx, new) = mpsc::unbounded_channel();
+    let wake = Arc::new(Notify::new());
+    let kill = CancellationToken::new();
+    let pattern = Pattern {
+        session: ctx.id,
+        who: ctx.who.clone(),
+        owner,
+        name: s.topic.name.clone(),
+        wake: wake.clone(),
+        kill: kill.clone(),
+        tx,
+    };
+    let (cursors, watch) = ctx.broker.watch_pattern(pattern);
+    let w = Wildcard {
+        wake,
+        kill,
+        cursors,
+        new,
+        watch,
+    };
+    Ok(deliver_many(ctx, w, &output, s.lines).await)
 }
 
 async fn pipe(ctx: &Ctx, p: &PipeReq, input: Fd, output: Fd) -> Result<Outcome, Outcome> {
-    let held = attach(ctx, p.topic.as_ref(), &p.access)?;
+    let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access)?;
     let topic: &Topic = &held.topic;
     let sub = Subscriber::attach(topic, ctx.id, p.replay, false);
     let _room = Room::join(topic, ctx);
@@ -314,10 +456,13 @@ async fn pipe(ctx: &Ctx, p: &PipeReq, input: Fd, output: Fd) -> Result<Outcome, 
             Err(o) => o,
         }
     };
-    Ok(tokio::select! {
-        out = publishing => out,
-        got = deliver(ctx, &sub, &output, None) => got,
-    })
+    let work = async {
+        tokio::select! {
+            out = publishing => out,
+            got = deliver(ctx, &sub, &output, None) => got,
+        }
+    };
+    Ok(unless_revoked(ctx, &topic.key, access, work).await)
 }
 
 /// Membership of a `pipe` room, for join and leave notices.
@@ -349,8 +494,27 @@ async fn list(ctx: &Ctx, json: bool, out: &Fd) -> Outcome {
         .broker
         .snapshot()
         .into_iter()
-        .filter(|t| ctx.who.admin || t.key.owner == Owner::User(ctx.who.user.clone()))
-        .map(|t| t.stats())
+        .filter(|t| match &t.key.owner {
+            // Public topics are everyone's to use but not to list: the ones one made.
+            Owner::Public => ctx.who.admin || t.creator == ctx.who.user,
+            Owner::User(_) => allowed(ctx, &t.key),
+        })
+        .map(|t| {
+            let mut stats = t.stats();
+            // The grant is the owner's business: shown to the owner and the admin only.
+            if let Owner::User(owner) = &t.key.owner {
+                if owner == &ctx.who.user || ctx.who.admin {
+                    stats.grant = ctx
+                        .broker
+                        .grants
+                        .of_topic(owner, &t.key.name)
+                        .iter()
+                        .map(|g| g.to_string())
+                        .collect();
+                }
+            }
+            stats
+        })
         .collect();
     let text = if json {
         match serde_json::to_string(&visible) {
@@ -362,16 +526,90 @@ async fn list(ctx: &Ctx, json: bool, out: &Fd) -> Outcome {
         return OK;
     } else {
         let mut s = format!(
-            "{:<40} {:>5} {:>5} {:>7} {:>12} {:>8}\n",
-            "TOPIC", "PUBS", "SUBS", "WAITING", "BYTES", "AGE"
+            "{:<40} {:>5} {:>5} {:>7} {:>12} {:>10} {:>8}  {}\n",
+            "TOPIC", "PUBS", "SUBS", "WAITING", "BYTES", "BYTES/S", "AGE", "GRANT"
         );
         for t in &visible {
             s.push_str(&format!(
-                "{:<40} {:>5} {:>5} {:>7} {:>12} {:>7}s\n",
-                t.topic, t.publishers, t.subscribers, t.waiting, t.bytes, t.age_secs
+                "{:<40} {:>5} {:>5} {:>7} {:>12} {:>10} {:>7}s  {}\n",
+                t.topic,
+                t.publishers,
+                t.subscribers,
+                t.waiting,
+                t.bytes,
+                t.rate,
+                t.age_secs,
+                t.grant.join(",")
             ));
         }
         s
+    };
+    write_all(out, text.into()).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum GrantChange {
+    Add,
+    Remove,
+}
+
+/// `grant TOPIC LIST` / `revoke TOPIC LIST`: the owner edits the durable grant, whether or
+/// not the topic is live, and gets the resulting grant as one line on stdout.
+async fn change_grant(
+    ctx: &Ctx,
+    g: &GrantReq,
+    change: GrantChange,
+    out: &Fd,
+) -> Result<Outcome, Outcome> {
+    let (key, _) = resolve(ctx, &g.topic)?;
+    let Owner::User(owner) = &key.owner else {
+        return Err(fail(Exit::Usage, "public topics take no grant"));
+    };
+    if owner != &ctx.who.user && !ctx.who.admin {
+        // Granted users may use the topic but not see or change who else may.
+        return Err(denied());
+    }
+    let grants = &ctx.broker.grants;
+    let now = match change {
+        GrantChange::Add => grants.add(owner, &key.name, &g.list.0),
+        GrantChange::Remove => grants.remove(owner, &key.name, &g.list.0),
+    }
+    .map_err(grants_failed)?;
+    info!(session = ctx.id, topic = %key, ?change, grant = ?now, "grant changed");
+    let list: Vec<String> = now.iter().map(|g| g.to_string()).collect();
+    Ok(write_all(out, format!("{key} {}\n", list.join(",")).into()).await)
+}
+
+/// `grants [--json]`: the caller's durable grants, live topics or not.
+async fn list_grants(ctx: &Ctx, json: bool, out: &Fd) -> Outcome {
+    #[derive(serde::Serialize)]
+    struct Entry {
+        topic: String,
+        grant: Vec<String>,
+    }
+    let entries: Vec<Entry> = ctx
+        .broker
+        .grants
+        .of_owner(&ctx.who.user)
+        .into_iter()
+        .map(|(name, list)| Entry {
+            topic: format!("{}/{name}", ctx.who.user),
+            grant: list.iter().map(|g| g.to_string()).collect(),
+        })
+        .collect();
+    let text = if json {
+        match serde_json::to_string(&entries) {
+            Ok(s) => s + "\n",
+            Err(e) => return fail(Exit::Internal, e.to_string()),
+        }
+    } else if entries.is_empty() {
+        ctx.status("no grants".to_string());
+        return OK;
+    } else {
+        entries
+            .iter()
+            .map(|e| format!("{} {}\n", e.topic, e.grant.join(",")))
+            .collect()
     };
     write_all(out, text.into()).await
 }

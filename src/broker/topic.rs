@@ -243,6 +243,7 @@ struct State {
     sessions: usize,
     /// Bytes accepted from publishers over the topic's life.
     bytes: u64,
+    rate: Option<Rate>,
     rr_next: usize,
     next_sub: SubId,
 }
@@ -254,8 +255,59 @@ pub struct TopicStats {
     pub publishers: usize,
     pub subscribers: usize,
     pub waiting: usize,
+    /// Bytes accepted from publishers over the topic's life.
     pub bytes: u64,
+    /// Bytes per second over the last full second (0 when idle).
+    pub rate: u64,
     pub age_secs: u64,
+    /// Who besides the owner may use it (filled in for the owner and the admin only).
+    pub grant: Vec<String>,
+}
+
+/// The span over which `ls` measures a topic's rate: long enough to smooth over bursts of
+/// single reads, short enough to read as "now".
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Bytes per second, measured over consecutive windows of [`RATE_WINDOW`].
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    window_start: Instant,
+    window_bytes: u64,
+    last: u64,
+}
+
+impl Rate {
+    fn new() -> Rate {
+        Rate {
+            window_start: Instant::now(),
+            window_bytes: 0,
+            last: 0,
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        self.roll();
+        self.window_bytes += n as u64;
+    }
+
+    fn roll(&mut self) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= RATE_WINDOW {
+            // A window with nothing in it after a busy one reads as idle, not as the old rate.
+            self.last = if elapsed >= 2 * RATE_WINDOW {
+                0
+            } else {
+                (self.window_bytes as f64 / elapsed.as_secs_f64()) as u64
+            };
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
+    }
+
+    fn current(&mut self) -> u64 {
+        self.roll();
+        self.last
+    }
 }
 
 pub struct Topic {
@@ -301,11 +353,23 @@ impl Topic {
     }
 
     pub fn attach_sub(&self, session: SessionId, replay: bool, ends: bool) -> SubHandle {
+        let wake = Arc::new(Notify::new());
+        self.attach_sub_with(session, replay, ends, wake, CancellationToken::new())
+    }
+
+    /// Attaches a subscriber that shares its wake-up and its kill switch with others: a
+    /// wildcard subscription is one such cursor on each topic it matches.
+    pub fn attach_sub_with(
+        &self,
+        session: SessionId,
+        replay: bool,
+        ends: bool,
+        wake: Arc<Notify>,
+        kill: CancellationToken,
+    ) -> SubHandle {
         let mut st = self.lock();
         let id = st.next_sub;
         st.next_sub += 1;
-        let wake = Arc::new(Notify::new());
-        let kill = CancellationToken::new();
         let head = st.head;
         st.subs.push(SubState {
             id,
@@ -478,6 +542,7 @@ impl Topic {
             Dispatch::RoundRobin => Self::pick_rr(&mut st, origin).map_or(Target::All, Target::One),
         };
         st.bytes += data.len() as u64;
+        st.rate.get_or_insert_with(Rate::new).count(data.len());
         self.push(&mut st, data.clone(), origin, target);
         Append::Done(st.head)
     }
@@ -674,14 +739,16 @@ impl Topic {
     }
 
     pub fn stats(&self) -> TopicStats {
-        let st = self.lock();
+        let mut st = self.lock();
         TopicStats {
             topic: self.key.to_string(),
             publishers: st.publishers.saturating_sub(st.waiting),
             subscribers: st.subs.len(),
             waiting: st.waiting,
             bytes: st.bytes,
+            rate: st.rate.as_mut().map_or(0, Rate::current),
             age_secs: self.created.elapsed().as_secs(),
+            grant: Vec::new(),
         }
     }
 

@@ -287,6 +287,8 @@ impl Harness {
             .arg("--socket")
             .arg(&self.socket)
             .args(["--socket-group", LOGIN_USER])
+            .arg("--state-dir")
+            .arg(self.dir().join("state"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -1,0 +1,347 @@
+//! The service account's authorized_keys: the managed block between two marker lines, the
+//! key lines in it, and the atomic rewrite that leaves every other line as it was.
+
+use std::fs::{self, Metadata, Permissions};
+use std::io::{self, Write};
+use std::ops::RangeInclusive;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::request::UserName;
+
+use super::keys::{self, Key};
+use super::{AdminError, create_dirs, io_error, sync_dir};
+
+/// First line of the managed block. It says what happens to hand edits made inside it.
+pub const BEGIN: &str = "# BEGIN pipe-admin managed block: edits inside are overwritten";
+
+/// Last line of the managed block.
+pub const END: &str = "# END pipe-admin managed block";
+
+/// Mode of an authorized_keys file pipe-admin creates: root-owned and not group- or
+/// world-writable, as sshd's `StrictModes` demands; readable, since public keys are not
+/// secret and the service account must not be able to change its own keys.
+pub const NEW_FILE_MODE: u32 = 0o644;
+
+/// Mode of directories pipe-admin creates on the way to authorized_keys (the `.ssh`
+/// directory): the same reasoning as [`NEW_FILE_MODE`].
+pub const NEW_DIR_MODE: u32 = 0o755;
+
+/// The forced command, user and key, as one authorized_keys line:
+/// `restrict,command="CMD --user USER --key SHA256:…" <type> <base64> <comment>`.
+///
+/// Nothing in it needs quoting: `forced_command` was checked by [`check_forced_command`],
+/// user names and fingerprints have safe alphabets, and the key was re-serialised with a
+/// tamed comment.
+pub fn key_line(forced_command: &str, user: &UserName, key: &Key) -> String {
+    format!(
+        "restrict,command=\"{forced_command} --user {user} --key {fingerprint}\" {openssh}",
+        fingerprint = key.fingerprint(),
+        openssh = key.openssh(),
+    )
+}
+
+/// The forced command goes inside `command="…"`: a quote, a backslash or a control character
+/// would end the option or the line, so they are refused rather than escaped.
+pub fn check_forced_command(command: &str) -> Result<(), AdminError> {
+    let printable = command.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if command.trim().is_empty() || !printable || command.contains(['"', '\\']) {
+        return Err(AdminError::BadForcedCommand(crate::exit::escape(
+            command.as_bytes(),
+        )));
+    }
+    Ok(())
+}
+
+/// An authorized_keys file as read: its bytes (none if it does not exist yet) and where the
+/// managed block sits in them.
+#[derive(Debug)]
+pub struct AuthorizedKeys {
+    path: PathBuf,
+    content: Vec<u8>,
+    metadata: Option<Metadata>,
+    lines: Vec<RangeOfLine>,
+    block: Option<RangeInclusive<usize>>,
+}
+
+/// Byte range of one line in the file, its line end included.
+type RangeOfLine = std::ops::Range<usize>;
+
+/// A line outside the managed block whose key is also a managed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub fingerprint: String,
+}
+
+impl AuthorizedKeys {
+    /// Reads `path` (a missing file is an empty one) and finds the markers. Refuses a
+    /// symbolic link (pipe-admin runs as root and writes where it is told, not where a link
+    /// points) and markers it cannot make sense of.
+    pub fn read(path: &Path) -> Result<AuthorizedKeys, AdminError> {
+        let metadata = match fs::symlink_metadata(path) {
+            Ok(metadata) => Some(metadata),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error("reading", path, e)),
+        };
+        if let Some(metadata) = &metadata
+            && !metadata.is_file()
+        {
+            return Err(AdminError::NotAFile(path.to_path_buf()));
+        }
+        let content = match &metadata {
+            Some(_) => fs::read(path).map_err(|e| io_error("reading", path, e))?,
+            None => Vec::new(),
+        };
+        Self::parse(path, content, metadata)
+    }
+
+    fn parse(
+        path: &Path,
+        content: Vec<u8>,
+        metadata: Option<Metadata>,
+    ) -> Result<AuthorizedKeys, AdminError> {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for piece in content.split_inclusive(|&b| b == b'\n') {
+            lines.push(start..start + piece.len());
+            start += piece.len();
+        }
+        let is = |range: &RangeOfLine, marker: &str| {
+            content[range.clone()].trim_ascii_end() == marker.as_bytes()
+        };
+        let begins: Vec<usize> = (0..lines.len()).filter(|&i| is(&lines[i], BEGIN)).collect();
+        let ends: Vec<usize> = (0..lines.len()).filter(|&i| is(&lines[i], END)).collect();
+        let broken = |reason: &str| AdminError::BrokenMarkers {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let block = match (begins.as_slice(), ends.as_slice()) {
+            ([], []) => None,
+            ([begin], [end]) if begin < end => Some(*begin..=*end),
+            ([_], [_]) => return Err(broken("the END marker comes before the BEGIN marker")),
+            ([_], []) => return Err(broken("a BEGIN marker without an END marker")),
+            ([], [_]) => return Err(broken("an END marker without a BEGIN marker")),
+            _ => return Err(broken("more than one managed block")),
+        };
+        Ok(AuthorizedKeys {
+            path: path.to_path_buf(),
+            content,
+            metadata,
+            lines,
+            block,
+        })
+    }
+
+    /// The file with its managed block replaced by `block_lines` (or appended, if it had
+    /// none). Every line outside the block is kept byte for byte and in place; only a missing
+    /// final newline before an appended block is added, so the marker starts its own line.
+    pub fn render(&self, block_lines: &[String]) -> Vec<u8> {
+        let (before, after) = match &self.block {
+            Some(block) => (
+                &self.content[..self.lines[*block.start()].start],
+                &self.content[self.lines[*block.end()].end..],
+            ),
+            None => (&self.content[..], &[][..]),
+        };
+        let mut out = before.to_vec();
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        for line in std::iter::once(BEGIN)
+            .chain(block_lines.iter().map(String::as_str))
+            .chain(std::iter::once(END))
+        {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(after);
+        out
+    }
+
+    /// Lines outside the block that authorize one of `fingerprints`: sshd takes the first
+    /// line that matches a key, so such a line would decide (or share) that key's access.
+    pub fn foreign_keys(&self, managed: impl Fn(&str) -> bool) -> Vec<ForeignKey> {
+        let in_block = |i: usize| self.block.as_ref().is_some_and(|block| block.contains(&i));
+        let mut found = Vec::new();
+        for (i, range) in self.lines.iter().enumerate() {
+            let Ok(line) = std::str::from_utf8(&self.content[range.clone()]) else {
+                continue;
+            };
+            if in_block(i) {
+                continue;
+            }
+            if let Some(public) = keys::parse_authorized_line(line) {
+                let fingerprint = keys::fingerprint(&public);
+                if managed(&fingerprint) {
+                    found.push(ForeignKey {
+                        line: i + 1,
+                        fingerprint,
+                    });
+                }
+            }
+        }
+        found
+    }
+
+    /// Replaces the file with `new` atomically: a temporary file in the same directory with
+    /// the old file's owner and mode (or root's [`NEW_FILE_MODE`] for a new file), written
+    /// and fsynced, renamed over the old one, then the directory fsynced. Refuses if the file
+    /// changed since it was read (someone else edited it meanwhile). Nothing is written when
+    /// `new` is what the file already holds.
+    pub fn write(&self, new: &[u8]) -> Result<(), AdminError> {
+        if self.metadata.is_some() && new == self.content.as_slice() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        create_dirs(dir, NEW_DIR_MODE)?;
+        let mut temp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| io_error("creating a file in", dir, e))?;
+        let file = temp.as_file();
+        match &self.metadata {
+            Some(old) => {
+                std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()))
+                    .map_err(|e| io_error("setting the owner of", temp.path(), e))?;
+                file.set_permissions(Permissions::from_mode(old.mode() & 0o7777))
+            }
+            None => file.set_permissions(Permissions::from_mode(NEW_FILE_MODE)),
+        }
+        .map_err(|e| io_error("setting the mode of", temp.path(), e))?;
+        temp.write_all(new)
+            .and_then(|()| temp.as_file().sync_all())
+            .map_err(|e| io_error("writing", temp.path(), e))?;
+        self.check_unchanged()?;
+        temp.persist(path)
+            .map_err(|e| io_error("replacing", path, e.error))?;
+        sync_dir(dir)
+    }
+
+    /// gitolite's guard: if the file is not what was read, another writer was at work, and
+    /// renaming over it would lose their change.
+    fn check_unchanged(&self) -> Result<(), AdminError> {
+        let now = match fs::read(&self.path) {
+            Ok(now) => Some(now),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error("reading", &self.path, e)),
+        };
+        let before = self.metadata.as_ref().map(|_| &self.content);
+        if now.as_ref() != before {
+            return Err(AdminError::ChangedMeanwhile(self.path.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_text(text: &str) -> Result<AuthorizedKeys, AdminError> {
+        AuthorizedKeys::parse(Path::new("ak"), text.as_bytes().to_vec(), None)
+    }
+
+    fn block(lines: &[&str]) -> String {
+        let mut s = format!("{BEGIN}\n");
+        for line in lines {
+            s.push_str(line);
+            s.push('\n');
+        }
+        s.push_str(END);
+        s.push('\n');
+        s
+    }
+
+    fn render(text: &str, lines: &[&str]) -> String {
+        let owned: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        String::from_utf8(from_text(text).unwrap().render(&owned)).unwrap()
+    }
+
+    #[test]
+    fn a_new_file_gets_just_the_block() {
+        assert_eq!(render("", &["k1"]), block(&["k1"]));
+        assert_eq!(render("", &[]), block(&[]));
+    }
+
+    #[test]
+    fn foreign_lines_without_a_block_stay_and_the_block_is_appended() {
+        let foreign = "# admin's own key\r\nssh-ed25519 AAAA root@box\n\n";
+        assert_eq!(
+            render(foreign, &["k"]),
+            format!("{foreign}{}", block(&["k"]))
+        );
+        // A last line without a newline gets one, so the marker starts its own line.
+        assert_eq!(
+            render("ssh-rsa AAAA x", &["k"]),
+            format!("ssh-rsa AAAA x\n{}", block(&["k"]))
+        );
+    }
+
+    #[test]
+    fn foreign_lines_before_and_after_the_block_stay_in_place() {
+        let before = "ssh-ed25519 AAAA one\n#  spaced   comment \t\n";
+        let after = "\nssh-ed25519 BBBB two\nno newline at the end";
+        let old = format!(
+            "{before}{}{after}",
+            block(&["old1", "garbage \x01", "old2"])
+        );
+        let new = render(&old, &["new"]);
+        assert_eq!(new, format!("{before}{}{after}", block(&["new"])));
+        // Rendering again with the same lines changes nothing.
+        assert_eq!(render(&new, &["new"]), new);
+    }
+
+    #[test]
+    fn markers_with_trailing_whitespace_or_crlf_are_still_markers() {
+        let old = format!("x\n{BEGIN} \r\nold\n{END}\r\ny\n");
+        assert_eq!(render(&old, &["k"]), format!("x\n{}y\n", block(&["k"])));
+    }
+
+    #[test]
+    fn broken_markers_are_refused() {
+        for text in [
+            format!("{BEGIN}\nk\n"),
+            format!("k\n{END}\n"),
+            format!("{END}\n{BEGIN}\n"),
+            format!("{}{}", block(&["a"]), block(&["b"])),
+            format!("{BEGIN}\n{BEGIN}\n{END}\n"),
+        ] {
+            assert!(
+                matches!(from_text(&text), Err(AdminError::BrokenMarkers { .. })),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_keys_are_found_outside_the_block_only() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti";
+        let fp = "SHA256:UCUiLr7Pjs9wFFJMDByLgc3NrtdU344OgUM45wZPcIQ";
+        let text = format!(
+            "# c\nno-pty {key} x\n{}{key}\n",
+            block(&[&format!("restrict {key}")])
+        );
+        let file = from_text(&text).unwrap();
+        let found: Vec<usize> = file
+            .foreign_keys(|f| f == fp)
+            .iter()
+            .map(|k| k.line)
+            .collect();
+        assert_eq!(found, vec![2, 6]);
+        assert!(file.foreign_keys(|_| false).is_empty());
+    }
+
+    #[test]
+    fn forced_commands_that_could_break_the_line_are_refused() {
+        check_forced_command("/usr/bin/pipe-shell").unwrap();
+        check_forced_command("/p/pipe-shell --socket /tmp/x/piped.sock").unwrap();
+        for bad in ["", "  ", "/bin/x\" ssh-rsa", "a\\b", "a\nb", "a\tb", "é"] {
+            assert!(check_forced_command(bad).is_err(), "{bad:?}");
+        }
+    }
+}
