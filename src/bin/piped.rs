@@ -33,6 +33,21 @@ struct Args {
     /// How long a subscriber may stall while the window is full before it is dropped.
     #[arg(long, default_value = "30s", value_parser = duration)]
     stall_timeout: Duration,
+    /// Connections at once, counted from accept.
+    #[arg(long, default_value_t = broker::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Sessions one user may have at once.
+    #[arg(long, default_value_t = broker::MAX_USER_SESSIONS)]
+    max_user_sessions: usize,
+    /// Live topics one user may own.
+    #[arg(long, default_value_t = broker::MAX_USER_TOPICS)]
+    max_user_topics: usize,
+    /// Live public topics one user may create.
+    #[arg(long, default_value_t = broker::MAX_PUBLIC_TOPICS)]
+    max_public_topics: usize,
+    /// Grant entries one user may hold over all their topics.
+    #[arg(long, default_value_t = broker::grants::MAX_USER_GRANT_ENTRIES)]
+    max_grant_entries: usize,
     /// How long shutdown waits for accepted bytes to reach subscribers.
     #[arg(long, default_value = "5s", value_parser = duration)]
     shutdown_deadline: Duration,
@@ -63,7 +78,11 @@ fn main() -> ExitCode {
         budget: args.budget,
         stall_timeout: args.stall_timeout,
         shutdown_deadline: args.shutdown_deadline,
-        ..Config::default()
+        max_connections: args.max_connections,
+        max_user_sessions: args.max_user_sessions,
+        max_user_topics: args.max_user_topics,
+        max_public_topics: args.max_public_topics,
+        max_grant_entries: args.max_grant_entries,
     };
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,

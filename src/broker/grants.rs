@@ -38,7 +38,7 @@ pub enum GrantsError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: not a valid grants file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("too many grant entries for this user (at most {MAX_USER_GRANT_ENTRIES})")]
+    #[error("too many grant entries for this user")]
     TooMany,
 }
 
@@ -55,6 +55,8 @@ type Table = BTreeMap<String, BTreeMap<String, Vec<Grantee>>>;
 pub struct Grants {
     /// Where they are kept; `None` keeps them in memory only (library tests).
     path: Option<PathBuf>,
+    /// Entries one owner may hold ([`MAX_USER_GRANT_ENTRIES`] unless configured).
+    max_entries: usize,
     table: Mutex<Table>,
     changed: watch::Sender<u64>,
 }
@@ -63,6 +65,7 @@ impl Grants {
     pub fn in_memory() -> Grants {
         Grants {
             path: None,
+            max_entries: MAX_USER_GRANT_ENTRIES,
             table: Mutex::new(Table::new()),
             changed: watch::Sender::new(0),
         }
@@ -91,6 +94,7 @@ impl Grants {
         };
         Ok(Grants {
             path: Some(path),
+            max_entries: MAX_USER_GRANT_ENTRIES,
             table: Mutex::new(table),
             changed: watch::Sender::new(0),
         })
@@ -173,6 +177,12 @@ impl Grants {
         self.change(owner, name, |current| current.retain(|g| !list.contains(g)))
     }
 
+    /// Caps the entries one owner may hold.
+    pub fn with_max_entries(mut self, max: usize) -> Grants {
+        self.max_entries = max;
+        self
+    }
+
     /// A receiver that sees every change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -193,7 +203,7 @@ impl Grants {
         if list.is_empty() {
             topics.remove(name);
         }
-        if topics.values().map(Vec::len).sum::<usize>() > MAX_USER_GRANT_ENTRIES {
+        if topics.values().map(Vec::len).sum::<usize>() > self.max_entries {
             return Err(GrantsError::TooMany);
         }
         if topics.is_empty() {

@@ -107,6 +107,7 @@ pub struct Config {
     pub max_user_sessions: usize,
     pub max_user_topics: usize,
     pub max_public_topics: usize,
+    pub max_grant_entries: usize,
 }
 
 impl Default for Config {
@@ -124,6 +125,7 @@ impl Default for Config {
             max_user_sessions: MAX_USER_SESSIONS,
             max_user_topics: MAX_USER_TOPICS,
             max_public_topics: MAX_PUBLIC_TOPICS,
+            max_grant_entries: grants::MAX_USER_GRANT_ENTRIES,
         }
     }
 }
@@ -470,7 +472,8 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
     let grants = match &config.state_dir {
         Some(dir) => Grants::load(dir)?,
         None => Grants::in_memory(),
-    };
+    }
+    .with_max_entries(config.max_grant_entries);
     raise_descriptor_limit();
     let broker = Arc::new(Broker::new(config, service_uid, grants));
     let tracker = TaskTracker::new();

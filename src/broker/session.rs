@@ -577,7 +577,12 @@ async fn change_grant(
     .map_err(grants_failed)?;
     info!(session = ctx.id, topic = %key, ?change, grant = ?now, "grant changed");
     let list: Vec<String> = now.iter().map(|g| g.to_string()).collect();
-    Ok(write_all(out, format!("{key} {}\n", list.join(",")).into()).await)
+    let line = if list.is_empty() {
+        format!("{key}\n")
+    } else {
+        format!("{key} {}\n", list.join(","))
+    };
+    Ok(write_all(out, line.into()).await)
 }
 
 /// `grants [--json]`: the caller's durable grants, live topics or not.

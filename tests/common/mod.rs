@@ -2,9 +2,16 @@
 //! on loopback, driven by the real `ssh` client.
 //!
 //! Every test builds its own [`Harness`]: a temp dir with fresh host and client keys, a private
-//! `sshd` on a free 127.0.0.1 port whose only key runs `pipe-shell` as the forced command, and a
-//! private `piped`. Requires root (to start `sshd` and to create the throwaway login user
-//! `pipetest`). Every wait has a deadline; every child is killed on drop, by PID.
+//! `sshd` on a free 127.0.0.1 port whose default key runs `pipe-shell` as the forced command,
+//! and a private `piped`. Requires root (to start `sshd` and to create the throwaway accounts
+//! `pipetest`, `pipetest2` and the service account `pipetestsvc`). Every wait has a deadline;
+//! every child is killed on drop, by PID.
+//!
+//! Each login account reads its keys from `<tmp>/authorized_keys/<account>`
+//! ([`Harness::authorized_keys`]); tests add keys ([`Harness::new_key`],
+//! [`Harness::authorize`]), log in as anyone with any key ([`Harness::ssh_as`]) and run
+//! `pipe-admin` on the harness's key directory ([`Harness::pipe_admin`]). [`team`] builds
+//! two or three users in one of the three identity modes of DESIGN §2.
 
 #![allow(dead_code)]
 
@@ -25,8 +32,21 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// The throwaway login user every ssh session runs as.
+pub mod team;
+
+/// The throwaway login user every ssh session runs as (unless a test picks another).
 pub const LOGIN_USER: &str = "pipetest";
+
+/// A second per-Unix-user account (identity = its own name, like [`LOGIN_USER`]).
+pub const LOGIN_USER2: &str = "pipetest2";
+
+/// The shared service account: `piped --service-user` names it, so its key lines may assert
+/// `--user`/`--key` (DESIGN §2).
+pub const SERVICE_USER: &str = "pipetestsvc";
+
+/// Every account sshd lets in. All are members of the group [`LOGIN_USER`], the broker
+/// socket's group.
+pub const ACCOUNTS: [&str; 3] = [LOGIN_USER, LOGIN_USER2, SERVICE_USER];
 
 /// Default deadline for a short request (one ssh round trip plus the work).
 pub const SHORT: Duration = Duration::from_secs(20);
@@ -37,60 +57,87 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 // Process-wide setup
 // ---------------------------------------------------------------------------------------------
 
-/// Ensures the login user exists with a usable (not locked) password field and returns its name.
+/// Ensures the throwaway accounts exist with a usable (not locked) password field, all in the
+/// group [`LOGIN_USER`] (the broker socket's group), and returns the default login user.
 pub fn login_user() -> &'static str {
-    static USER: OnceLock<()> = OnceLock::new();
-    USER.get_or_init(|| {
+    static USERS: OnceLock<()> = OnceLock::new();
+    USERS.get_or_init(|| {
         assert!(
             nix::unistd::geteuid().is_root(),
-            "the end-to-end tests start a private sshd and create the login user `{LOGIN_USER}`: \
+            "the end-to-end tests start a private sshd and create the login users {ACCOUNTS:?}: \
              run them as root"
         );
-        let exists = |name: &str| {
-            Command::new("id")
-                .arg(name)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if !exists(LOGIN_USER) {
-            let out = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--home-dir",
-                    "/",
-                    "--shell",
-                    "/bin/sh",
-                    LOGIN_USER,
-                ])
-                .output()
-                .expect("run useradd");
-            // 9: the name is taken (a concurrent test process created it first).
-            let code = out.status.code();
-            assert!(
-                code == Some(0) || code == Some(9) || exists(LOGIN_USER),
-                "useradd {LOGIN_USER} failed: {:?} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+        for name in ACCOUNTS {
+            ensure_account(name);
         }
-        // sshd with `UsePAM no` refuses a locked (`!`) account even for key logins. The home
-        // must exist: otherwise sshd writes "Could not chdir to home directory …" into every
-        // session's stderr, in front of pipe-shell's own output.
-        let out = Command::new("usermod")
-            .args(["-p", "*", "-d", "/", LOGIN_USER])
-            .output()
-            .expect("run usermod");
-        assert!(
-            out.status.success(),
-            "usermod -p '*' -d / {LOGIN_USER} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     });
     LOGIN_USER
+}
+
+fn account_exists(name: &str) -> bool {
+    Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Creates `name` once (idempotent, also across concurrent test processes) and makes it fit
+/// for key logins through the harness's sshd.
+fn ensure_account(name: &str) {
+    if !account_exists(name) {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/",
+                "--shell",
+                "/bin/sh",
+                name,
+            ])
+            .output()
+            .expect("run useradd");
+        // 9: the name is taken (a concurrent test process created it first).
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(9) || account_exists(name),
+            "useradd {name} failed: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // sshd with `UsePAM no` refuses a locked (`!`) account even for key logins. The home
+    // must exist: otherwise sshd writes "Could not chdir to home directory …" into every
+    // session's stderr, in front of pipe-shell's own output. The other accounts join the
+    // group `pipetest`, the socket group, so they can reach the broker (sshd sets the
+    // supplementary groups of a session with initgroups).
+    let mut args = vec!["-p", "*", "-d", "/", "-s", "/bin/sh"];
+    if name != LOGIN_USER {
+        args.extend(["-a", "-G", LOGIN_USER]);
+    }
+    // usermod takes a lock on /etc/passwd and /etc/group: retry briefly if another test
+    // process holds it.
+    let mut last = None;
+    for _ in 0..20 {
+        let out = Command::new("usermod")
+            .args(&args)
+            .arg(name)
+            .output()
+            .expect("run usermod");
+        if out.status.success() {
+            return;
+        }
+        last = Some(out);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = last.unwrap();
+    panic!(
+        "usermod {args:?} {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Path of `piped`.
@@ -134,8 +181,12 @@ fn free_port() -> u16 {
 }
 
 fn keygen(path: &Path) {
+    keygen_with_comment(path, "pipe-test");
+}
+
+fn keygen_with_comment(path: &Path, comment: &str) {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe-test", "-f"])
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
         .stdin(Stdio::null())
         .output()
@@ -186,14 +237,73 @@ fn stop_daemon(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 // Harness
 // ---------------------------------------------------------------------------------------------
 
+/// The `SHA256:…` fingerprint of a public key file, as `ssh-keygen -l` prints it.
+pub fn fingerprint(public_key_file: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(public_key_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh-keygen -l");
+    assert!(
+        out.status.success(),
+        "ssh-keygen -l failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "256 SHA256:… comment (ED25519)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in ssh-keygen -l output: {text:?}"))
+        .to_string()
+}
+
+/// A client key pair a harness made.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// The private key file (`ssh -i`).
+    pub path: PathBuf,
+    /// The public key line, `ssh-ed25519 AAAA… comment`.
+    pub public: String,
+    /// `SHA256:…`
+    pub fingerprint: String,
+}
+
+impl ClientKey {
+    /// The `.pub` file next to the private key.
+    pub fn public_file(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".pub");
+        PathBuf::from(p)
+    }
+}
+
+/// How an ssh session logs in: the Unix account and the key it offers.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub account: String,
+    pub key: ClientKey,
+}
+
 /// What a [`Harness`] starts.
 pub struct Builder {
     broker: bool,
     sshd: bool,
     broker_args: Vec<String>,
+    sshd_config: String,
 }
 
 impl Builder {
+    /// Lines appended to the end of sshd_config (where `Match` blocks must go). `{dir}`,
+    /// `{socket}` and `{pipe_shell}` are replaced by the harness's temp dir, broker socket
+    /// and `pipe-shell` path.
+    pub fn sshd_config(mut self, text: &str) -> Self {
+        self.sshd_config.push_str(text);
+        if !self.sshd_config.ends_with('\n') {
+            self.sshd_config.push('\n');
+        }
+        self
+    }
     pub fn broker_args(mut self, args: &[&str]) -> Self {
         self.broker_args = args.iter().map(|s| s.to_string()).collect();
         self
@@ -218,6 +328,8 @@ pub struct Harness {
     pub socket: PathBuf,
     sshd: Option<Child>,
     piped: Option<Child>,
+    broker_args: Vec<String>,
+    sshd_extra: String,
 }
 
 impl Harness {
@@ -246,6 +358,7 @@ impl Harness {
             broker: true,
             sshd: true,
             broker_args: Vec::new(),
+            sshd_config: String::new(),
         }
     }
 
@@ -267,9 +380,16 @@ impl Harness {
             socket,
             sshd: None,
             piped: None,
+            broker_args: b.broker_args,
+            sshd_extra: String::new(),
         };
+        h.sshd_extra = b
+            .sshd_config
+            .replace("{dir}", &h.dir().display().to_string())
+            .replace("{socket}", &h.socket.display().to_string())
+            .replace("{pipe_shell}", &pipe_shell_bin().display().to_string());
         if b.broker {
-            h.start_piped(&b.broker_args);
+            h.start_piped();
         }
         if b.sshd {
             h.start_sshd();
@@ -281,15 +401,28 @@ impl Harness {
         self.dir.path()
     }
 
-    fn start_piped(&mut self, extra: &[String]) {
-        let log = fs::File::create(self.dir().join("piped.log")).unwrap();
-        let child = Command::new(piped_bin())
-            .arg("--socket")
+    fn start_piped(&mut self) {
+        // Appended, so a restarted broker's log follows the first one's.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("piped.log"))
+            .unwrap();
+        let mut cmd = Command::new(piped_bin());
+        cmd.arg("--socket")
             .arg(&self.socket)
             .args(["--socket-group", LOGIN_USER])
             .arg("--state-dir")
-            .arg(self.dir().join("state"))
-            .args(extra)
+            .arg(self.dir().join("state"));
+        if !self
+            .broker_args
+            .iter()
+            .any(|a| a.starts_with("--service-user"))
+        {
+            cmd.args(["--service-user", SERVICE_USER]);
+        }
+        let child = cmd
+            .args(&self.broker_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -319,19 +452,24 @@ impl Harness {
         keygen(&host_key);
         keygen(&self.client_key);
         let pubkey = fs::read_to_string(d.join("client_key.pub")).unwrap();
-        let auth = d.join("authorized_keys");
-        fs::write(
-            &auth,
-            format!(
-                "restrict,command=\"{} --socket {}\" {}",
-                pipe_shell_bin().display(),
-                self.socket.display(),
+        // One authorized_keys per account (`AuthorizedKeysFile …/%u`), each readable by the
+        // account (sshd reads it as the login user).
+        let auth_dir = d.join("authorized_keys");
+        fs::create_dir(&auth_dir).unwrap();
+        fs::set_permissions(&auth_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        for account in ACCOUNTS {
+            let f = auth_dir.join(account);
+            fs::write(&f, "").unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        self.authorize(
+            LOGIN_USER,
+            &format!(
+                "restrict,command=\"{}\" {}",
+                self.forced_command(),
                 pubkey.trim()
             ),
-        )
-        .unwrap();
-        // sshd reads authorized_keys as the login user.
-        fs::set_permissions(&auth, fs::Permissions::from_mode(0o644)).unwrap();
+        );
         fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
 
         for _attempt in 0..8 {
@@ -348,16 +486,19 @@ impl Harness {
                      PasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\n\
                      PubkeyAuthentication yes\n\
-                     AuthorizedKeysFile {}\n\
+                     AuthorizedKeysFile {}/%u\n\
                      StrictModes no\n\
-                     AllowUsers {LOGIN_USER}\n\
+                     AllowUsers {}\n\
                      PermitRootLogin no\n\
                      LogLevel ERROR\n\
                      MaxStartups 100\n\
                      MaxSessions 100\n\
-                     Subsystem sftp /usr/lib/openssh/sftp-server\n",
+                     Subsystem sftp /usr/lib/openssh/sftp-server\n\
+                     {}",
                     host_key.display(),
-                    auth.display()
+                    auth_dir.display(),
+                    ACCOUNTS.join(" "),
+                    self.sshd_extra,
                 ),
             )
             .unwrap();
@@ -395,6 +536,56 @@ impl Harness {
 
     /// The `ssh` argv up to and including the destination.
     pub fn ssh_args(&self) -> Vec<String> {
+        self.ssh_args_for(LOGIN_USER, &self.client_key)
+    }
+
+    /// `ssh -i KEY … ACCOUNT@127.0.0.1 -- REQUEST`.
+    pub fn ssh_as(&self, who: &Login, request: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.ssh_args_for(&who.account, &who.key.path))
+            .arg("--")
+            .arg(request);
+        c.env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
+    /// Runs `ssh_as(who, REQUEST)` with `stdin` as its input; panics if not done by `timeout`.
+    pub fn run_as(
+        &self,
+        who: &Login,
+        request: impl AsRef<OsStr>,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Output {
+        let name = format!("{}: {}", who.account, request.as_ref().to_string_lossy());
+        run_command(self.ssh_as(who, request), &name, stdin, timeout)
+    }
+
+    /// Starts `ssh_as(who, REQUEST)` with stdio piped, collected in the background.
+    pub fn spawn_as(&self, who: &Login, request: impl AsRef<OsStr>) -> Client {
+        let name = format!("{}: {}", who.account, request.as_ref().to_string_lossy());
+        Client::spawn(self.ssh_as(who, request), name, StdoutMode::Keep)
+    }
+
+    /// `ls --json` as `who`, parsed.
+    pub fn ls_as(&self, who: &Login) -> Vec<Value> {
+        self.ls_with(self.ssh_as(who, "ls --json"))
+    }
+
+    /// Polls `who`'s `ls --json` until `pred` holds for `topic` (`owner/name`; absent = all
+    /// zero), at most 10 s.
+    pub fn wait_until_as(
+        &self,
+        who: &Login,
+        topic: &str,
+        what: &str,
+        pred: impl Fn(&Counts) -> bool,
+    ) -> Counts {
+        self.poll_ls(|| self.ls_as(who), topic, what, pred)
+    }
+
+    /// The `ssh` argv up to and including the destination, for any account and key.
+    pub fn ssh_args_for(&self, account: &str, key: &Path) -> Vec<String> {
         assert!(self.sshd.is_some(), "this harness has no sshd");
         let mut v: Vec<String> = vec![
             "-F".into(),
@@ -403,7 +594,7 @@ impl Harness {
             "-p".into(),
             self.port.to_string(),
             "-i".into(),
-            self.client_key.display().to_string(),
+            key.display().to_string(),
         ];
         for o in [
             "IdentitiesOnly=yes",
@@ -417,8 +608,104 @@ impl Harness {
             v.push("-o".into());
             v.push(o.into());
         }
-        v.push(format!("{LOGIN_USER}@127.0.0.1"));
+        v.push(format!("{account}@127.0.0.1"));
         v
+    }
+
+    /// A fresh ed25519 key pair in the harness's dir (`keys-client/NAME`), not yet
+    /// authorized anywhere. Its comment is `NAME`.
+    pub fn new_key(&self, name: &str) -> ClientKey {
+        let dir = self.dir().join("keys-client");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        assert!(!path.exists(), "key {name} made twice");
+        keygen_with_comment(&path, name);
+        let key = ClientKey {
+            public: fs::read_to_string(dir.join(format!("{name}.pub")))
+                .unwrap()
+                .trim()
+                .to_string(),
+            fingerprint: String::new(),
+            path,
+        };
+        ClientKey {
+            fingerprint: fingerprint(&key.public_file()),
+            ..key
+        }
+    }
+
+    /// The authorized_keys file sshd reads for `account`.
+    pub fn authorized_keys(&self, account: &str) -> PathBuf {
+        self.dir().join("authorized_keys").join(account)
+    }
+
+    /// Appends one line to `account`'s authorized_keys.
+    pub fn authorize(&self, account: &str, line: &str) {
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.authorized_keys(account))
+            .unwrap_or_else(|e| panic!("open authorized_keys of {account}: {e}"));
+        writeln!(f, "{}", line.trim_end()).unwrap();
+    }
+
+    /// `pipe-shell --socket SOCKET`: what the harness's key lines run.
+    pub fn forced_command(&self) -> String {
+        format!(
+            "{} --socket {}",
+            pipe_shell_bin().display(),
+            self.socket.display()
+        )
+    }
+
+    /// The key directory `pipe-admin` keeps (`<tmp>/keys`).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir().join("keys")
+    }
+
+    /// `pipe-admin --keys-dir <tmp>/keys --authorized-keys AUTHORIZED_KEYS
+    /// --forced-command "<pipe-shell> --socket <socket>" ARGS…`.
+    pub fn pipe_admin_command(&self, authorized_keys: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe-admin"));
+        c.arg("--keys-dir")
+            .arg(self.keys_dir())
+            .arg("--authorized-keys")
+            .arg(authorized_keys)
+            .arg("--forced-command")
+            .arg(self.forced_command())
+            .args(args);
+        c
+    }
+
+    /// Runs `pipe-admin ARGS…` on the service account's authorized_keys; panics unless it
+    /// exits 0.
+    pub fn pipe_admin(&self, args: &[&str]) -> Output {
+        self.pipe_admin_on(&self.authorized_keys(SERVICE_USER), args)
+    }
+
+    /// Runs `pipe-admin ARGS…` writing `authorized_keys`; panics unless it exits 0.
+    pub fn pipe_admin_on(&self, authorized_keys: &Path, args: &[&str]) -> Output {
+        let name = format!("pipe-admin {}", args.join(" "));
+        let out = run_command(
+            self.pipe_admin_command(authorized_keys, args),
+            &name,
+            b"",
+            SHORT,
+        );
+        assert_eq!(out.code, Some(0), "{name}: {out:?}");
+        out
+    }
+
+    /// Stops the broker (SIGTERM, bounded wait) and starts it again with the same socket,
+    /// state directory and arguments.
+    pub fn restart_broker(&mut self) {
+        let mut child = self.piped.take().expect("no broker running");
+        let st = stop_daemon(&mut child, Duration::from_secs(10));
+        assert!(
+            st.is_some(),
+            "piped did not exit within 10 s of SIGTERM\n{}",
+            self.piped_log()
+        );
+        self.start_piped();
     }
 
     /// Starts `ssh … REQUEST` with stdio piped; stdout and stderr collected in the background.
@@ -450,7 +737,11 @@ impl Harness {
 
     /// `ls --json`, parsed.
     pub fn ls(&self) -> Vec<Value> {
-        let out = self.run("ls --json", b"", SHORT);
+        self.ls_with(self.ssh("ls --json"))
+    }
+
+    fn ls_with(&self, cmd: Command) -> Vec<Value> {
+        let out = run_command(cmd, "ls --json", b"", SHORT);
         assert_eq!(
             out.code,
             Some(0),
@@ -471,11 +762,20 @@ impl Harness {
 
     /// Polls `ls --json` until `pred` holds for `topic` (absent topic = all zero), at most 10 s.
     pub fn wait_until(&self, topic: &str, what: &str, pred: impl Fn(&Counts) -> bool) -> Counts {
-        let topic = qualify(topic);
+        self.poll_ls(|| self.ls(), &qualify(topic), what, pred)
+    }
+
+    fn poll_ls(
+        &self,
+        ls: impl Fn() -> Vec<Value>,
+        topic: &str,
+        what: &str,
+        pred: impl Fn(&Counts) -> bool,
+    ) -> Counts {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let list = self.ls();
-            let c = Counts::find(&list, &topic);
+            let list = ls();
+            let c = Counts::find(&list, topic);
             if pred(&c) {
                 return c;
             }

@@ -1,0 +1,89 @@
+//! Per-user caps (DESIGN §7): sessions, owned topics, public topics and grant entries each
+//! answer exit 6 with one `pipe:` line once reached, and free up again.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[track_caller]
+fn assert_limit(out: &Output, what: &str, text: &str) {
+    assert_eq!(out.code, Some(6), "{what}: {out:?}");
+    assert_one_pipe_line(out, what);
+    assert!(out.stderr.contains(text), "{what}: {out:?}");
+}
+
+#[test]
+fn topic_public_and_grant_caps_answer_exit_6() {
+    let h = Harness::with_broker_args(&[
+        "--max-user-topics",
+        "2",
+        "--max-public-topics",
+        "1",
+        "--max-grant-entries",
+        "2",
+    ]);
+    let _t1 = h.spawn("sub t1");
+    let _t2 = h.spawn("sub t2");
+    h.wait_for_subscribers("t1", 1);
+    h.wait_for_subscribers("t2", 1);
+    let out = h.run("pub -b=false t3", b"x", SHORT);
+    assert_limit(&out, "third topic", "pipe: too many topics for this user");
+    // Joining a live topic creates nothing, so it is not capped.
+    let out = h.run("pub -b=false t1", b"x", SHORT);
+    assert_eq!(out.code, Some(0), "publishing to a live topic: {out:?}");
+
+    let _p1 = h.spawn("sub -p p1");
+    h.wait_for_subscribers("public/p1", 1);
+    let out = h.run("pub -b=false -p p2", b"x", SHORT);
+    assert_limit(
+        &out,
+        "second public topic",
+        "pipe: too many public topics for this user",
+    );
+
+    let out = h.run("grant x a,b", b"", SHORT);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = h.run("grant y c", b"", SHORT);
+    assert_limit(
+        &out,
+        "third grant entry",
+        "pipe: too many grant entries for this user",
+    );
+    let out = h.run("grants --json", b"", SHORT);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("\"c\""),
+        "a refused grant is not kept: {out:?}"
+    );
+}
+
+#[test]
+fn session_cap_answers_exit_6_and_frees_up() {
+    let h = Harness::with_broker_args(&["--max-user-sessions", "3"]);
+    let mut subs: Vec<Client> = (0..3).map(|i| h.spawn(format!("sub s{i}"))).collect();
+    let poll = |want: i32| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = h.run("whoami", b"", SHORT);
+            if out.code == Some(want) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "whoami never exited {want}: {out:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let out = poll(6);
+    assert_limit(
+        &out,
+        "fourth session",
+        "pipe: too many sessions for this user",
+    );
+    subs.pop();
+    let out = poll(0);
+    assert_eq!(out.stdout, b"pipetest\n");
+}
