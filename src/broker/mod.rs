@@ -215,8 +215,8 @@ impl Broker {
     /// Attaches a session to a topic, creating it within the per-user caps.
     pub fn open(self: &Arc<Self>, key: TopicKey, user: &str) -> Result<TopicRef, Refused> {
         let mut topics = self.topics();
-        let topic = match topics.get(&key) {
-            Some(t) => t.clone(),
+        let (topic, undelivered) = match topics.get(&key) {
+            Some(t) => (t.clone(), Vec::new()),
             None => {
                 // Counting walks the live topics, but only when one is created, and the
                 // per-user caps keep the map small. Public topics count against whoever
@@ -253,14 +253,16 @@ impl Broker {
                     .filter(|p| p.covers(self, &t.key))
                     .filter_map(|p| p.tx.send(p.attach(self, &t)).err().map(|e| e.0))
                     .collect();
-                drop(topics);
-                // Dropped outside the registry lock: a cursor's TopicRef takes it.
-                drop(undelivered);
-                return Ok(self.hold(t));
+                (t, undelivered)
             }
         };
+        // Entered under the registry lock, so the last other session leaving cannot
+        // forget the topic in between.
+        let held = self.hold(topic);
         drop(topics);
-        Ok(self.hold(topic))
+        // Dropped outside the registry lock: a cursor's TopicRef takes it.
+        drop(undelivered);
+        Ok(held)
     }
 
     fn hold(self: &Arc<Self>, topic: Arc<Topic>) -> TopicRef {
