@@ -20,9 +20,13 @@
 //!   helpers.
 //! - [`exit`]: exit codes (DESIGN §6) and escaping of echoed input.
 //! - [`broker`]: `piped`: listener, identity, topics, the fan-out ring, sessions, shutdown.
+//! - [`broker::config`] and [`broker::systemd`]: `piped.toml` (strict parse, flags over it,
+//!   limits swapped live on SIGHUP) and systemd (socket activation, `READY`/`RELOADING`/
+//!   `STOPPING`/`WATCHDOG` notifications).
 //! - [`shell`]: `pipe-shell`: entry forms, connect, hand over stdio, relay the final status.
 //! - [`admin`]: `pipe-admin`: the key directory, the managed block of the service account's
-//!   authorized_keys, and the command line over both.
+//!   authorized_keys, the command line over both, and `doctor` ([`admin::doctor`]), which
+//!   checks sshd, the account, the socket and the keys against each other.
 //! - `src/bin/`: the binaries, a few lines each around the library.
 //!
 //! # Decisions beyond DESIGN.md

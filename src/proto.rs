@@ -29,7 +29,8 @@ use crate::exit::Exit;
 pub const MAX_FRAME: usize = 4096;
 
 /// How long the broker waits for a complete hello (DESIGN §7): a local client sends it in
-/// microseconds, so anything slower is broken or hostile and must not hold a slot.
+/// microseconds, so anything slower is broken or hostile and must not hold a slot. The
+/// default of `hello_deadline` in piped.toml.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Bumped on any incompatible change; the broker refuses other versions with a clear message

@@ -160,6 +160,25 @@ impl AuthorizedKeys {
         out
     }
 
+    /// Whether the file exists and holds exactly what [`render`](Self::render) makes of
+    /// `block_lines`: then the block is current and a rewrite would change nothing.
+    pub fn holds(&self, block_lines: &[String]) -> bool {
+        self.metadata.is_some() && self.block.is_some() && self.render(block_lines) == self.content
+    }
+
+    /// The lines outside the managed block (markers and block lines excluded), as
+    /// `(1-based line number, text)`; a line that is not UTF-8 comes back lossily.
+    pub fn foreign_lines(&self) -> impl Iterator<Item = (usize, String)> + '_ {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.block.as_ref().is_some_and(|block| block.contains(i)))
+            .map(|(i, range)| {
+                let text = String::from_utf8_lossy(&self.content[range.clone()]);
+                (i + 1, text.trim_end_matches(['\n', '\r']).to_string())
+            })
+    }
+
     /// Lines outside the block that authorize one of `fingerprints`: sshd takes the first
     /// line that matches a key, so such a line would decide (or share) that key's access.
     pub fn foreign_keys(&self, managed: impl Fn(&str) -> bool) -> Vec<ForeignKey> {

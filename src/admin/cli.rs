@@ -2,17 +2,20 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 
+use super::doctor::{DEFAULT_SSHD, DEFAULT_SSHD_CONFIG, Doctor};
 use super::store::{read_capped, text_of};
 use super::{
     Admin, AdminError, AdminExit, DEFAULT_AUTHORIZED_KEYS, DEFAULT_FORCED_COMMAND,
     DEFAULT_KEYS_DIR, KeyInfo, Warning, io_error,
 };
+use crate::broker::{DEFAULT_SERVICE_USER, DEFAULT_SOCKET};
 
 /// Shown under every `--help`: scripts branch on these.
 const EXIT_CODES: &str = "\
@@ -22,6 +25,19 @@ Exit codes:
   2  usage: bad arguments, invalid user or key name, malformed or refused key
   3  not found: unknown user or key
   4  conflict: user exists, key or key name taken, authorized_keys has broken markers";
+
+/// `doctor`'s exit codes: it reports problems rather than failing on the first.
+const DOCTOR_EXIT_CODES: &str = "\
+Exit codes:
+  0  every check passed (`ok:` and `note:` lines only)
+  1  at least one check failed: each `FAIL:` line names the problem and its fix
+  2  usage: bad arguments";
+
+/// The man page section of the generated reference pages: pipe-admin is an admin command.
+const MAN_SECTION: &str = "8";
+
+/// The shells `generate completions` writes for, each to its conventional file name.
+const COMPLETION_SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
 
 /// Manage pipe's users and their SSH keys (run as root).
 ///
@@ -56,6 +72,67 @@ enum Command {
     /// Rewrite the managed block of authorized_keys from the key directory.
     #[command(after_help = EXIT_CODES)]
     Sync,
+    /// Check that sshd, the service account, the broker socket and the keys fit together.
+    ///
+    /// Prints one line per check: `ok: …`, `FAIL: … — fix: …`, or `note: …`. The sshd
+    /// settings are those `sshd -T -f CONFIG -C user=SERVICE_USER,host=localhost,addr=127.0.0.1`
+    /// reports, i.e. the files as sshd would read them now (reload sshd after changing them).
+    /// Run as root.
+    #[command(after_help = DOCTOR_EXIT_CODES)]
+    Doctor(DoctorArgs),
+}
+
+// `pipe-admin generate …` makes files for packaging, not for the admin, so it is parsed on
+// its own and is in neither `--help` nor the completions it writes (clap's completion
+// generators list even hidden subcommands).
+
+/// Write generated files for packaging: flag reference man pages, shell completions.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipe-admin generate",
+    bin_name = "pipe-admin generate",
+    after_help = EXIT_CODES
+)]
+struct GenerateCli {
+    #[command(subcommand)]
+    command: GenerateCommand,
+}
+
+/// The word that selects [`GenerateCli`].
+const GENERATE: &str = "generate";
+
+#[derive(clap::Args, Debug)]
+struct DoctorArgs {
+    /// The shared service account the sshd snippet and the key lines are for.
+    #[arg(long, value_name = "USER", default_value = DEFAULT_SERVICE_USER)]
+    service_user: String,
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// sshd's main configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_SSHD_CONFIG)]
+    sshd_config: PathBuf,
+    /// The sshd binary run with -T.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SSHD)]
+    sshd: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum GenerateCommand {
+    /// Write clap's flag reference pages (pipe-admin.8, pipe-admin-key-add.8, …) to DIR;
+    /// the shipped man/pipe-admin.8 is written by hand.
+    #[command(after_help = EXIT_CODES)]
+    Man {
+        /// Directory to write into (it must exist).
+        dir: PathBuf,
+    },
+    /// Write completions for bash (pipe-admin.bash), zsh (_pipe-admin) and fish
+    /// (pipe-admin.fish) to DIR.
+    #[command(after_help = EXIT_CODES)]
+    Completions {
+        /// Directory to write into (it must exist).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,12 +189,24 @@ enum KeyCommand {
 /// `pipe-admin`'s `main`: parses the arguments, runs the command, maps the outcome to the
 /// exit status. Every failure is one `pipe-admin: …` line on stderr.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == GENERATE) {
+        return match GenerateCli::try_parse_from(&args[1..]) {
+            Ok(generate) => finish(generate_files(generate.command)),
+            Err(e) => usage_failure(&e),
+        };
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_failure(&e),
     };
-    match run(cli) {
-        Ok(()) => AdminExit::Ok.into(),
+    finish(run(cli))
+}
+
+/// The exit status of a command, with its one-line failure on stderr.
+fn finish(result: Result<AdminExit, AdminError>) -> ExitCode {
+    match result {
+        Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("pipe-admin: {e}");
             e.exit().into()
@@ -155,12 +244,13 @@ fn usage_failure(error: &clap::Error) -> ExitCode {
     AdminExit::Usage.into()
 }
 
-fn run(cli: Cli) -> Result<(), AdminError> {
+fn run(cli: Cli) -> Result<AdminExit, AdminError> {
     let admin = Admin::new(cli.keys_dir, cli.authorized_keys, cli.forced_command)?;
     let warnings = match cli.command {
         Command::User(UserCommand::Add { user }) => admin.user_add(&user)?,
         Command::User(UserCommand::Remove { user }) => admin.user_remove(&user)?,
         Command::User(UserCommand::List) => return print_lines(admin.user_list()?),
+        Command::Doctor(args) => return doctor(admin, args),
         Command::Key(KeyCommand::Add { user, file, name }) => {
             let text = read_key_input(file)?;
             let (info, warnings) = admin.key_add(&user, &text, name.as_deref())?;
@@ -183,12 +273,69 @@ fn run(cli: Cli) -> Result<(), AdminError> {
     for Warning(text) in warnings {
         eprintln!("pipe-admin: warning: {text}");
     }
-    Ok(())
+    Ok(AdminExit::Ok)
+}
+
+/// `doctor`: every finding on stdout; exit 1 when any failed.
+fn doctor(admin: Admin, args: DoctorArgs) -> Result<AdminExit, AdminError> {
+    let findings = Doctor {
+        admin,
+        service_user: args.service_user,
+        socket: args.socket,
+        sshd_config: args.sshd_config,
+        sshd: args.sshd,
+    }
+    .run();
+    let failed = findings.iter().any(|f| f.is_fail());
+    print_lines(&findings)?;
+    Ok(if failed {
+        AdminExit::Failure
+    } else {
+        AdminExit::Ok
+    })
+}
+
+fn generate_files(command: GenerateCommand) -> Result<AdminExit, AdminError> {
+    match command {
+        GenerateCommand::Man { dir } => generate_man(&dir),
+        GenerateCommand::Completions { dir } => generate_completions(&dir),
+    }
+}
+
+/// `generate man DIR`: clap_mangen's page for pipe-admin and for every visible subcommand.
+fn generate_man(dir: &Path) -> Result<AdminExit, AdminError> {
+    fn write(command: clap::Command, dir: &Path) -> Result<(), AdminError> {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), dir)?;
+        }
+        let man = clap_mangen::Man::new(command).section(MAN_SECTION);
+        let path = dir.join(man.get_filename());
+        man.generate_to(dir)
+            .map_err(|e| io_error("writing", &path, e))?;
+        Ok(())
+    }
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    write(command, dir)?;
+    Ok(AdminExit::Ok)
+}
+
+/// `generate completions DIR`: one file per shell in [`COMPLETION_SHELLS`].
+fn generate_completions(dir: &Path) -> Result<AdminExit, AdminError> {
+    for shell in COMPLETION_SHELLS {
+        let mut command = Cli::command();
+        let name = command.get_name().to_string();
+        clap_complete::generate_to(shell, &mut command, name, dir)
+            .map_err(|e| io_error("writing completions to", dir, e))?;
+    }
+    Ok(AdminExit::Ok)
 }
 
 /// Writes lines to stdout; a reader that went away (`pipe-admin key list | head -1`) is a
 /// normal end.
-fn print_lines(lines: impl IntoIterator<Item = impl std::fmt::Display>) -> Result<(), AdminError> {
+fn print_lines(
+    lines: impl IntoIterator<Item = impl std::fmt::Display>,
+) -> Result<AdminExit, AdminError> {
     let mut out = io::stdout().lock();
     let result = lines
         .into_iter()
@@ -196,7 +343,7 @@ fn print_lines(lines: impl IntoIterator<Item = impl std::fmt::Display>) -> Resul
         .and_then(|()| out.flush());
     match result {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(AdminError::Output(e)),
-        _ => Ok(()),
+        _ => Ok(AdminExit::Ok),
     }
 }
 
@@ -221,11 +368,20 @@ fn read_key_input(file: Option<PathBuf>) -> Result<String, AdminError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+        GenerateCli::command().debug_assert();
+    }
+
+    #[test]
+    fn generate_is_kept_out_of_the_admins_command_line() {
+        let command = Cli::command();
+        assert!(command.find_subcommand(GENERATE).is_none());
+        let generate = GenerateCli::command();
+        let names: Vec<&str> = generate.get_subcommands().map(|s| s.get_name()).collect();
+        assert_eq!(names, ["man", "completions"]);
     }
 
     #[test]
@@ -241,10 +397,11 @@ mod tests {
                 check(sub, &format!("{path} {}", sub.get_name()));
             }
         }
-        let mut command = Cli::command();
-        command.build();
-        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
-            check(sub, sub.get_name());
+        for mut command in [Cli::command(), GenerateCli::command()] {
+            command.build();
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                check(sub, sub.get_name());
+            }
         }
     }
 }

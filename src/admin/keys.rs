@@ -292,7 +292,7 @@ pub fn safe_comment(raw: &str) -> String {
 /// Splits sshd-style options (`restrict,command="a b"`) from the rest of the line: they end
 /// at the first space or tab outside double quotes, where `\"` does not end a quote. `None`
 /// when there is no such end (an unterminated quote, or nothing after the options).
-fn split_options(line: &str) -> Option<(&str, &str)> {
+pub fn split_options(line: &str) -> Option<(&str, &str)> {
     let mut quoted = false;
     let mut escaped = false;
     for (i, c) in line.char_indices() {

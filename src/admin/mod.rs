@@ -10,6 +10,7 @@
 //! pipe-admin key remove alice alice-laptop        # or the fingerprint
 //! pipe-admin user remove alice                    # and all her keys
 //! pipe-admin sync                                 # rewrite the block from the directory
+//! pipe-admin doctor                               # check sshd, account, socket, keys
 //! ```
 //!
 //! # Files
@@ -45,7 +46,9 @@
 //! | 3 | not found: unknown user or key |
 //! | 4 | conflict: the user exists, the key or key name is taken, authorized_keys has broken markers or changed meanwhile |
 //!
-//! Every failure prints one line on stderr starting with `pipe-admin: `.
+//! Every failure prints one line on stderr starting with `pipe-admin: `. `doctor` is the
+//! exception: it prints its findings on stdout and exits 1 when any check failed
+//! ([`doctor`]).
 //!
 //! # Decisions beyond DESIGN.md
 //!
@@ -91,6 +94,7 @@
 
 pub mod authorized_keys;
 pub mod cli;
+pub mod doctor;
 pub mod keys;
 pub mod store;
 

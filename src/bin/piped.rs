@@ -1,90 +1,144 @@
 //! The pipe broker; see `pipe::broker`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
+use pipe::broker::config::{self, DEFAULT_CONFIG, LogFormat, Settings, Sources};
 use pipe::broker::{self, Config};
 
 /// The pipe broker: holds topics and moves bytes between ssh sessions.
+///
+/// Settings come from the config file; each flag given overrides the file's value, also
+/// across reloads (SIGHUP re-reads the file).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Unix socket to listen on.
-    #[arg(long, default_value = broker::DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// Group of the socket and of its directory when piped creates it.
+    /// Config file [default: /etc/pipe/piped.toml; used only if it exists].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Unix socket to listen on, unless systemd passes one [default: /run/pipe/piped.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Group of the socket and of its directory when piped creates them.
     #[arg(long)]
     socket_group: Option<String>,
-    /// The account whose key lines may assert `--user`.
-    #[arg(long, default_value = broker::DEFAULT_SERVICE_USER)]
-    service_user: String,
-    /// Directory for durable state (the grants file).
-    #[arg(long, default_value = broker::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// Window W: how far the slowest subscriber may trail (e.g. 8M, 256K).
-    #[arg(long, default_value = "8M", value_parser = size)]
-    window: usize,
-    /// Bytes buffered across all topics before the most-lagging subscriber is dropped.
-    #[arg(long, default_value = "256M", value_parser = size)]
-    budget: usize,
-    /// How long a subscriber may stall while the window is full before it is dropped.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    stall_timeout: Duration,
-    /// Connections at once, counted from accept.
-    #[arg(long, default_value_t = broker::MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Sessions one user may have at once.
-    #[arg(long, default_value_t = broker::MAX_USER_SESSIONS)]
-    max_user_sessions: usize,
-    /// Live topics one user may own.
-    #[arg(long, default_value_t = broker::MAX_USER_TOPICS)]
-    max_user_topics: usize,
-    /// Live public topics one user may create.
-    #[arg(long, default_value_t = broker::MAX_PUBLIC_TOPICS)]
-    max_public_topics: usize,
-    /// Grant entries one user may hold over all their topics.
-    #[arg(long, default_value_t = broker::grants::MAX_USER_GRANT_ENTRIES)]
-    max_grant_entries: usize,
-    /// How long shutdown waits for accepted bytes to reach subscribers.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    shutdown_deadline: Duration,
+    /// The account whose key lines may assert `--user` [default: pipe].
+    #[arg(long)]
+    service_user: Option<String>,
+    /// Directory for durable state, the grants file [default: /var/lib/piped].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Log line format: text or json [default: text].
+    #[arg(long, value_parser = log_format)]
+    log_format: Option<LogFormat>,
+    /// Window W: how far the slowest subscriber may trail, e.g. 8M, 256K [default: 8M].
+    #[arg(long, value_parser = size)]
+    window: Option<usize>,
+    /// Bytes buffered across all topics before the most-lagging subscriber is dropped
+    /// [default: 256M].
+    #[arg(long, value_parser = size)]
+    budget: Option<usize>,
+    /// How long a subscriber may stall while the window is full before it is dropped
+    /// [default: 30s].
+    #[arg(long, value_parser = duration)]
+    stall_timeout: Option<Duration>,
+    /// How long shutdown waits for accepted bytes to reach subscribers [default: 5s].
+    #[arg(long, value_parser = duration)]
+    shutdown_deadline: Option<Duration>,
+    /// How long a new connection has to send its hello [default: 2s].
+    #[arg(long, value_parser = duration)]
+    hello_deadline: Option<Duration>,
+    /// Connections at once, counted from accept [default: 4096].
+    #[arg(long, value_parser = count)]
+    max_connections: Option<usize>,
+    /// Sessions one user may have at once [default: 32].
+    #[arg(long, value_parser = count)]
+    max_user_sessions: Option<usize>,
+    /// Live topics one user may own [default: 128].
+    #[arg(long, value_parser = count)]
+    max_user_topics: Option<usize>,
+    /// Live public topics one user may create [default: 16].
+    #[arg(long, value_parser = count)]
+    max_public_topics: Option<usize>,
+    /// Grant entries one user may hold over all their topics [default: 512].
+    #[arg(long, value_parser = count)]
+    max_grant_entries: Option<usize>,
 }
 
 fn size(s: &str) -> Result<usize, String> {
-    broker::parse_size(s)
-        .filter(|&n| n >= pipe::broker::topic::CHUNK)
-        .ok_or_else(|| format!("expected a size of at least 64K such as 8M, got {s}"))
+    config::parse_size(s)
+        .ok_or_else(|| format!("expected a size such as 8M, got {s}"))
+        .and_then(config::check_size)
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
     pipe::request::parse_duration(s)
-        .ok_or_else(|| format!("expected a duration such as 30s, got {s}"))
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a duration above zero such as 30s, got {s}"))
+}
+
+fn count(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("expected a count of at least 1, got {s}"))
+}
+
+fn log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+impl Args {
+    fn sources(self) -> Sources {
+        let flags = Settings {
+            socket: self.socket,
+            socket_group: self.socket_group,
+            service_user: self.service_user,
+            state_dir: self.state_dir,
+            keys_dir: None,
+            log_format: self.log_format,
+            window: self.window,
+            budget: self.budget,
+            stall_timeout: self.stall_timeout,
+            shutdown_deadline: self.shutdown_deadline,
+            hello_deadline: self.hello_deadline,
+            max_connections: self.max_connections,
+            max_user_sessions: self.max_user_sessions,
+            max_user_topics: self.max_user_topics,
+            max_public_topics: self.max_public_topics,
+            max_grant_entries: self.max_grant_entries,
+        };
+        Sources {
+            explicit: self.config.is_some(),
+            file: self.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            flags,
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    let config = Config {
-        socket: args.socket,
-        socket_group: args.socket_group,
-        service_user: args.service_user,
-        state_dir: Some(args.state_dir),
-        window: args.window,
-        budget: args.budget,
-        stall_timeout: args.stall_timeout,
-        shutdown_deadline: args.shutdown_deadline,
-        max_connections: args.max_connections,
-        max_user_sessions: args.max_user_sessions,
-        max_user_topics: args.max_user_topics,
-        max_public_topics: args.max_public_topics,
-        max_grant_entries: args.max_grant_entries,
+    let sources = Args::parse().sources();
+    // One line naming file, line and reason, before any logging is set up.
+    let config = match sources.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("piped: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match serve(config) {
+    // Colours only for a person at a terminal: the journal and log files store the codes.
+    let log = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().init(),
+    }
+    match serve(config, sources) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("piped: {e:#}");
@@ -93,9 +147,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime
-        .block_on(broker::run(config))
+        .block_on(broker::run(config, sources))
         .map_err(|e| anyhow!(e))
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -55,8 +56,9 @@ type Table = BTreeMap<String, BTreeMap<String, Vec<Grantee>>>;
 pub struct Grants {
     /// Where they are kept; `None` keeps them in memory only (library tests).
     path: Option<PathBuf>,
-    /// Entries one owner may hold ([`MAX_USER_GRANT_ENTRIES`] unless configured).
-    max_entries: usize,
+    /// Entries one owner may hold ([`MAX_USER_GRANT_ENTRIES`] unless configured); a
+    /// reload may change it.
+    max_entries: AtomicUsize,
     table: Mutex<Table>,
     changed: watch::Sender<u64>,
 }
@@ -65,7 +67,7 @@ impl Grants {
     pub fn in_memory() -> Grants {
         Grants {
             path: None,
-            max_entries: MAX_USER_GRANT_ENTRIES,
+            max_entries: AtomicUsize::new(MAX_USER_GRANT_ENTRIES),
             table: Mutex::new(Table::new()),
             changed: watch::Sender::new(0),
         }
@@ -94,7 +96,7 @@ impl Grants {
         };
         Ok(Grants {
             path: Some(path),
-            max_entries: MAX_USER_GRANT_ENTRIES,
+            max_entries: AtomicUsize::new(MAX_USER_GRANT_ENTRIES),
             table: Mutex::new(table),
             changed: watch::Sender::new(0),
         })
@@ -178,9 +180,15 @@ impl Grants {
     }
 
     /// Caps the entries one owner may hold.
-    pub fn with_max_entries(mut self, max: usize) -> Grants {
-        self.max_entries = max;
+    pub fn with_max_entries(self, max: usize) -> Grants {
+        self.set_max_entries(max);
         self
+    }
+
+    /// Changes the cap (a reload). Entries already given stay, even beyond a lower cap;
+    /// only additions are refused.
+    pub fn set_max_entries(&self, max: usize) {
+        self.max_entries.store(max, Ordering::Relaxed);
     }
 
     /// A receiver that sees every change.
@@ -197,13 +205,16 @@ impl Grants {
         let mut table = super::lock(&self.table);
         let mut next = table.clone();
         let topics = next.entry(owner.to_string()).or_default();
+        let before: usize = topics.values().map(Vec::len).sum();
         let list = topics.entry(name.to_string()).or_default();
         edit(list);
         let result = list.clone();
         if list.is_empty() {
             topics.remove(name);
         }
-        if topics.values().map(Vec::len).sum::<usize>() > self.max_entries {
+        // Only growth is capped: an owner over a cap lowered by a reload can still revoke.
+        let after: usize = topics.values().map(Vec::len).sum();
+        if after > before && after > self.max_entries.load(Ordering::Relaxed) {
             return Err(GrantsError::TooMany);
         }
         if topics.is_empty() {
@@ -347,6 +358,28 @@ mod tests {
         grants.set("alice", "a", &many).unwrap();
         assert!(matches!(
             grants.add("alice", "b", &[g("bob")]),
+            Err(GrantsError::TooMany)
+        ));
+    }
+
+    #[test]
+    fn a_cap_lowered_by_a_reload_refuses_additions_but_not_removals() {
+        let grants = Grants::in_memory();
+        grants.set("alice", "a", &[g("b"), g("c"), g("d")]).unwrap();
+        grants.set_max_entries(2);
+        assert!(
+            grants.allows("alice", "a", &who("d", None)),
+            "given grants stay"
+        );
+        assert!(matches!(
+            grants.add("alice", "x", &[g("e")]),
+            Err(GrantsError::TooMany)
+        ));
+        grants.remove("alice", "a", &[g("b")]).unwrap();
+        grants.set("alice", "a", &[g("c")]).unwrap();
+        grants.add("alice", "x", &[g("e")]).unwrap();
+        assert!(matches!(
+            grants.add("alice", "y", &[g("f")]),
             Err(GrantsError::TooMany)
         ));
     }

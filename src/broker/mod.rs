@@ -9,27 +9,37 @@
 //! reading, what they had accepted is written to live subscribers for up to the shutdown
 //! deadline, and every client gets a final status (exit 4, "broker shutting down") before
 //! the process exits.
+//!
+//! Settings come from `/etc/pipe/piped.toml` and flags ([`config`]). SIGHUP reloads the
+//! file: a bad one keeps the running settings (one warning says why); a good one swaps the
+//! [`Limits`] at once, and every decision reads the current ones ([`Broker::limits`]): a
+//! topic's window from its next write, the stall timeout at its next check, caps at the
+//! next session, topic or grant entry. A lowered cap refuses new ones but never ends a
+//! live session nor removes a grant already given. Under systemd the listening socket may
+//! come from the socket unit and readiness, reloads, stops and watchdog pings are reported
+//! ([`systemd`]).
 
+pub mod config;
 pub mod deliver;
 pub mod fdio;
 pub mod grants;
 pub mod identity;
 pub mod publish;
 pub mod session;
+pub mod systemd;
 pub mod topic;
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -90,45 +100,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/piped";
 /// The account `pipe-admin` writes key lines for; only it may assert `--user`.
 pub const DEFAULT_SERVICE_USER: &str = "pipe";
 
-/// Broker settings. Every limit has a named default above.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub socket: PathBuf,
-    /// Group of the socket (mode 0660) and of its directory (0750) when piped creates it.
-    pub socket_group: Option<String>,
-    pub service_user: String,
-    /// Durable state (grants); `None` keeps it in memory only.
-    pub state_dir: Option<PathBuf>,
-    pub window: usize,
-    pub budget: usize,
-    pub stall_timeout: Duration,
-    pub shutdown_deadline: Duration,
-    pub max_connections: usize,
-    pub max_user_sessions: usize,
-    pub max_user_topics: usize,
-    pub max_public_topics: usize,
-    pub max_grant_entries: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            socket: PathBuf::from(DEFAULT_SOCKET),
-            socket_group: None,
-            service_user: DEFAULT_SERVICE_USER.to_string(),
-            state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
-            window: DEFAULT_WINDOW,
-            budget: DEFAULT_BUDGET,
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
-            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
-            max_connections: MAX_CONNECTIONS,
-            max_user_sessions: MAX_USER_SESSIONS,
-            max_user_topics: MAX_USER_TOPICS,
-            max_public_topics: MAX_PUBLIC_TOPICS,
-            max_grant_entries: grants::MAX_USER_GRANT_ENTRIES,
-        }
-    }
-}
+pub use config::{Config, Limits, LogFormat, Sources, parse_size};
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -141,12 +113,15 @@ pub enum BrokerError {
     #[error(transparent)]
     Grants(#[from] grants::GrantsError),
     #[error(transparent)]
+    Activation(#[from] systemd::ActivationError),
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
 /// Shared state of the running broker.
 pub struct Broker {
-    pub config: Config,
+    /// The limits in force; a reload replaces the `Arc` (see [`Broker::limits`]).
+    limits: RwLock<Arc<Limits>>,
     /// uid allowed to assert identities (`--user`), if the service account exists.
     pub service_uid: Option<u32>,
     pub grants: Grants,
@@ -156,8 +131,8 @@ pub struct Broker {
     budget: Arc<Budget>,
     /// Live sessions per user.
     sessions: Mutex<HashMap<String, usize>>,
-    /// Places under [`Config::max_connections`], taken at `accept`.
-    connections: Arc<Semaphore>,
+    /// Connections open, counted against [`Limits::max_connections`] from `accept`.
+    connections: Arc<AtomicUsize>,
     next_id: AtomicU64,
     /// Stop taking input; finish what was accepted.
     pub soft: CancellationToken,
@@ -188,12 +163,12 @@ pub enum Refused {
 }
 
 impl Broker {
-    pub fn new(config: Config, service_uid: Option<u32>, grants: Grants) -> Broker {
+    pub fn new(limits: Limits, service_uid: Option<u32>, grants: Grants) -> Broker {
         Broker {
-            grants,
-            budget: Arc::new(Budget::new(config.budget)),
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            config,
+            grants: grants.with_max_entries(limits.max_grant_entries),
+            budget: Arc::new(Budget::new(limits.budget)),
+            connections: Arc::new(AtomicUsize::new(0)),
+            limits: RwLock::new(Arc::new(limits)),
             service_uid,
             topics: Mutex::new(HashMap::new()),
             patterns: Mutex::new(Vec::new()),
@@ -202,6 +177,45 @@ impl Broker {
             soft: CancellationToken::new(),
             hard: CancellationToken::new(),
         }
+    }
+
+    /// The limits in force now. Read at each decision rather than kept, so a reload
+    /// applies to sessions already running.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new limits in force (a reload): caps and the stall timeout from their next
+    /// use, the budget and grant cap at once, each live topic's window from its next write.
+    /// Nothing running is ended for a lower cap.
+    pub fn set_limits(&self, new: Limits) {
+        self.budget.set_limit(new.budget);
+        self.grants.set_max_entries(new.max_grant_entries);
+        let window = new.window;
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        // After the swap: a topic created meanwhile read either limit under the registry
+        // lock and is in this snapshot, or read the new one.
+        for topic in self.snapshot() {
+            topic.set_window(window);
+            // Publishers waiting for room look again (a larger window or budget).
+            topic.changed.notify_waiters();
+        }
+    }
+
+    /// A place under the connection cap, or `None` when it is reached.
+    pub fn take_connection(&self) -> Option<Connection> {
+        let max = self.limits().max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Connection {
+                count: self.connections.clone(),
+            })
     }
 
     fn next_id(&self) -> u64 {
@@ -221,9 +235,10 @@ impl Broker {
                 // Counting walks the live topics, but only when one is created, and the
                 // per-user caps keep the map small. Public topics count against whoever
                 // created them.
+                let limits = self.limits();
                 let (cap, refusal, mine) = match &key.owner {
                     Owner::Public => (
-                        self.config.max_public_topics,
+                        limits.max_public_topics,
                         Refused::TooManyPublicTopics,
                         topics
                             .values()
@@ -231,7 +246,7 @@ impl Broker {
                             .count(),
                     ),
                     owner => (
-                        self.config.max_user_topics,
+                        limits.max_user_topics,
                         Refused::TooManyTopics,
                         topics.keys().filter(|k| &k.owner == owner).count(),
                     ),
@@ -242,7 +257,7 @@ impl Broker {
                 let t = Arc::new(Topic::new(
                     key.clone(),
                     user,
-                    self.config.window,
+                    limits.window,
                     self.budget.clone(),
                 ));
                 topics.insert(key, t.clone());
@@ -330,7 +345,7 @@ impl Broker {
     pub fn admit(self: &Arc<Self>, user: &str) -> Result<Admission, Refused> {
         let mut sessions = lock(&self.sessions);
         let mine = sessions.entry(user.to_string()).or_insert(0);
-        if *mine >= self.config.max_user_sessions {
+        if *mine >= self.limits().max_user_sessions {
             return Err(Refused::TooManySessions);
         }
         *mine += 1;
@@ -395,6 +410,17 @@ impl Drop for TopicRef {
         if self.topic.leave() {
             topics.remove(&self.topic.key);
         }
+    }
+}
+
+/// A connection's place under [`Limits::max_connections`], given back when dropped.
+pub struct Connection {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -463,10 +489,77 @@ pub fn bind(config: &Config) -> Result<UnixListener, BrokerError> {
     Ok(listener)
 }
 
-/// Runs the broker until SIGTERM or SIGINT, then shuts down as described in the module docs.
-pub async fn run(config: Config) -> Result<(), BrokerError> {
-    let listener = bind(&config)?;
-    let socket = config.socket.clone();
+/// The listening socket, and whether piped owns its file.
+pub enum Listening {
+    /// Bound by piped ([`bind`]): it set the mode and group and removes the file at exit.
+    Owned {
+        listener: UnixListener,
+        path: PathBuf,
+    },
+    /// Passed by systemd's socket unit, which owns the file: its mode, group and life are
+    /// the unit's, so piped leaves it alone (removing it would strand the connections
+    /// systemd queues for the next start).
+    Inherited {
+        listener: UnixListener,
+        path: Option<PathBuf>,
+    },
+}
+
+impl Listening {
+    fn listener(&self) -> &UnixListener {
+        match self {
+            Listening::Owned { listener, .. } | Listening::Inherited { listener, .. } => listener,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Listening::Owned { path, .. } => path.display().to_string(),
+            Listening::Inherited { path: Some(p), .. } => format!("{} (from systemd)", p.display()),
+            Listening::Inherited { path: None, .. } => "a socket from systemd".to_string(),
+        }
+    }
+
+    /// Stops listening; removes the socket file if piped made it.
+    fn close(self) {
+        if let Listening::Owned { listener, path } = self {
+            drop(listener);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The socket systemd passed (socket activation), else one piped binds at
+/// [`Config::socket`].
+pub fn listen(config: &Config) -> Result<Listening, BrokerError> {
+    match systemd::inherited_listener()? {
+        Some((listener, path)) => {
+            if path.as_deref() != Some(config.socket.as_path()) {
+                info!(
+                    configured = %config.socket.display(),
+                    "using the socket systemd passed, not the configured path"
+                );
+            }
+            Ok(Listening::Inherited {
+                listener: UnixListener::from_std(listener)?,
+                path,
+            })
+        }
+        None => Ok(Listening::Owned {
+            listener: bind(config)?,
+            path: config.socket.clone(),
+        }),
+    }
+}
+
+/// Runs the broker until SIGTERM or SIGINT, then shuts down as described in the module
+/// docs. `config` was loaded from `sources`, which SIGHUP reads again.
+pub async fn run(config: Config, sources: Sources) -> Result<(), BrokerError> {
+    // Before anything slow: SIGHUP's default action would end the process.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let listening = listen(&config)?;
     let service_uid = nix::unistd::User::from_name(&config.service_user)
         .ok()
         .flatten()
@@ -474,22 +567,28 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
     let grants = match &config.state_dir {
         Some(dir) => Grants::load(dir)?,
         None => Grants::in_memory(),
-    }
-    .with_max_entries(config.max_grant_entries);
+    };
     raise_descriptor_limit();
-    let broker = Arc::new(Broker::new(config, service_uid, grants));
+    let broker = Arc::new(Broker::new(config.limits.clone(), service_uid, grants));
+    let mut running = config;
     let tracker = TaskTracker::new();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    info!(socket = %socket.display(), "piped listening");
+    let mut watchdog = systemd::watchdog_interval().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let listener = listening.listener();
+    let place = listening.describe();
+    info!(socket = %place, "piped listening");
+    systemd::ready(&format!("listening on {place}"));
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => match broker.connections.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tracker.spawn(session::handle(broker.clone(), stream, permit));
+                Ok((stream, _)) => match broker.take_connection() {
+                    Some(slot) => {
+                        tracker.spawn(session::handle(broker.clone(), stream, slot));
                     }
-                    Err(_) => {
+                    None => {
                         tracker.spawn(session::reply(stream, session::refused(Refused::TooManyConnections)));
                     }
                 },
@@ -499,14 +598,56 @@ pub async fn run(config: Config) -> Result<(), BrokerError> {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
+            // Pinged from this loop, not a task of its own, so a wedged loop stops them.
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+            _ = hup.recv() => reload(&broker, &sources, &mut running),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    drop(listener);
-    let _ = std::fs::remove_file(&socket);
+    systemd::stopping(&format!("shutting down, {} sessions", tracker.len()));
+    listening.close();
     shutdown(&broker, &tracker).await;
     Ok(())
+}
+
+/// The next watchdog tick; never, without a watchdog.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGHUP: reads the config again and puts its limits in force, or keeps the running
+/// config if the file is bad. Start-only settings that changed are reported, not applied.
+/// Reading a small local file does not hold the loop long enough to matter.
+fn reload(broker: &Broker, sources: &Sources, running: &mut Config) {
+    systemd::reloading();
+    let file = sources.file.display();
+    match sources.load() {
+        Err(e) => {
+            warn!("reload refused, keeping the running config: {e}");
+            systemd::ready(&format!("reload refused ({e}); running config kept"));
+        }
+        Ok(new) => {
+            let ignored = running.restart_only_changes(&new);
+            if !ignored.is_empty() {
+                warn!(
+                    "reload: {} changed in {file}; that takes a restart, the running value stays",
+                    ignored.join(", ")
+                );
+            }
+            if new.limits != running.limits {
+                broker.set_limits(new.limits.clone());
+                running.limits = new.limits;
+            }
+            info!(limits = ?running.limits, "reloaded {file}");
+            systemd::ready(&format!("reloaded {file}"));
+        }
+    }
 }
 
 async fn shutdown(broker: &Broker, tracker: &TaskTracker) {
@@ -516,7 +657,7 @@ async fn shutdown(broker: &Broker, tracker: &TaskTracker) {
         topic.wake_all();
     }
     tracker.close();
-    if tokio::time::timeout(broker.config.shutdown_deadline, tracker.wait())
+    if tokio::time::timeout(broker.limits().shutdown_deadline, tracker.wait())
         .await
         .is_err()
     {
@@ -546,13 +687,78 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// Parses a size such as `8M`, `256K` or `65536` (for `--window`).
-pub fn parse_size(s: &str) -> Option<usize> {
-    let (num, mult) = match s.as_bytes().last()? {
-        b'K' | b'k' => (&s[..s.len() - 1], 1024),
-        b'M' | b'm' => (&s[..s.len() - 1], 1024 * 1024),
-        b'G' | b'g' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
-        _ => (s, 1),
-    };
-    num.parse::<usize>().ok()?.checked_mul(mult)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Dispatch;
+    use bytes::Bytes;
+    use topic::{Append, CHUNK};
+
+    fn key(name: &str) -> TopicKey {
+        TopicKey {
+            owner: Owner::User("alice".into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn new_limits_apply_to_live_topics_and_to_the_next_session() {
+        let limits = Limits {
+            window: CHUNK,
+            max_user_sessions: 2,
+            max_connections: 1,
+            max_user_topics: 2,
+            ..Limits::default()
+        };
+        let broker = Arc::new(Broker::new(limits.clone(), None, Grants::in_memory()));
+        let t = broker.open(key("t"), "alice").unwrap();
+        let _sub = t.topic.attach_sub(1, false, true);
+        let chunk = Bytes::from(vec![0u8; CHUNK]);
+        let append = || t.topic.try_append(2, &chunk, Dispatch::Multicast, true);
+        assert!(matches!(append(), Append::Done(_)));
+        assert_eq!(append(), Append::Full);
+        let a1 = broker.admit("alice").unwrap();
+        let a2 = broker.admit("alice").unwrap();
+        let _c = broker.take_connection().unwrap();
+        assert!(broker.take_connection().is_none());
+        let _u = broker.open(key("u"), "alice").unwrap();
+
+        broker.set_limits(Limits {
+            window: 2 * CHUNK,
+            max_user_sessions: 1,
+            max_connections: 2,
+            max_user_topics: 1,
+            ..limits.clone()
+        });
+        assert!(
+            matches!(append(), Append::Done(_)),
+            "a live topic takes the new window at its next write"
+        );
+        assert!(broker.take_connection().is_some(), "a raised cap admits");
+        // A lowered cap refuses new sessions and topics, and ends none of the live ones.
+        assert_eq!(broker.admit("alice").err(), Some(Refused::TooManySessions));
+        assert!(
+            matches!(broker.open(key("v"), "alice"), Err(Refused::TooManyTopics)),
+            "a third topic over the lowered cap"
+        );
+        assert!(
+            broker.open(key("t"), "alice").is_ok(),
+            "joining a live topic"
+        );
+        drop(a1);
+        assert!(broker.admit("alice").is_err(), "still at the lowered cap");
+        drop(a2);
+        assert!(broker.admit("alice").is_ok());
+
+        broker.set_limits(Limits {
+            window: 4 * CHUNK,
+            budget: CHUNK,
+            ..limits
+        });
+        assert_eq!(
+            append(),
+            Append::OverBudget,
+            "a lowered budget binds at once"
+        );
+    }
 }

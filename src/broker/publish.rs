@@ -77,7 +77,7 @@ impl Offer<'_> {
                     continue;
                 }
                 Append::Full => {
-                    if topic.drop_stalled(ctx.broker.config.stall_timeout) > 0 {
+                    if topic.drop_stalled(ctx.broker.limits().stall_timeout) > 0 {
                         continue;
                     }
                 }
@@ -187,7 +187,7 @@ pub async fn finish_publishing(ctx: &Ctx, topic: &Topic, end: Option<u64>) -> Ou
             if topic.delivered(end) {
                 break;
             }
-            topic.drop_stalled(ctx.broker.config.stall_timeout);
+            topic.drop_stalled(ctx.broker.limits().stall_timeout);
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep(ctx.stall_check()) => {}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -22,9 +22,9 @@ use super::grants::GrantsError;
 use super::identity::{self, Identity};
 use super::publish::{Offer, Publisher, finish_publishing, pump};
 use super::topic::{Owner, SessionId, Topic, TopicKey};
-use super::{Broker, Pattern, Refused, TopicRef};
+use super::{Broker, Connection, Pattern, Refused, TopicRef};
 use crate::exit::Exit;
-use crate::proto::{self, HELLO_DEADLINE, PROTOCOL_VERSION, ToClient};
+use crate::proto::{self, PROTOCOL_VERSION, ToClient};
 use crate::request::{
     AccessList, Dispatch, GrantReq, Namespace, PipeReq, Pub, Request, Sub, TopicRef as Named,
 };
@@ -73,13 +73,13 @@ impl Ctx {
 
     /// How often a waiting publisher looks for stalled subscribers.
     pub fn stall_check(&self) -> Duration {
-        (self.broker.config.stall_timeout / 4).clamp(MIN_STALL_CHECK, IDLE_CHECK)
+        (self.broker.limits().stall_timeout / 4).clamp(MIN_STALL_CHECK, IDLE_CHECK)
     }
 }
 
-/// Serves one connection to the end. `permit` is its place under the connection cap.
-pub async fn handle(broker: Arc<Broker>, stream: UnixStream, permit: OwnedSemaphorePermit) {
-    let _permit = permit;
+/// Serves one connection to the end. `slot` is its place under the connection cap.
+pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
+    let _slot = slot;
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
         Err(e) => {
@@ -87,7 +87,8 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, permit: OwnedSemaph
             return;
         }
     };
-    let hello = tokio::time::timeout(HELLO_DEADLINE, proto::recv_hello(&stream, 2)).await;
+    let hello_deadline = broker.limits().hello_deadline;
+    let hello = tokio::time::timeout(hello_deadline, proto::recv_hello(&stream, 2)).await;
     let (hello, fds) = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
@@ -118,7 +119,7 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, permit: OwnedSemaph
         Ok(r) => r,
         Err(e) => return reply(stream, fail(Exit::Usage, e.to_string())).await,
     };
-    let _admission = match broker.admit(&who.user) {
+    let admission = match broker.admit(&who.user) {
         Ok(a) => a,
         Err(r) => return reply(stream, refused(r)).await,
     };
@@ -159,6 +160,9 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, permit: OwnedSemaph
         info!(session = id, exit = outcome.0.code(), "session end");
     }
     let (code, message) = outcome;
+    // The session is over before its client hears so: a client that has its final status
+    // and starts the next session must find its place under the cap free again.
+    drop(admission);
     let _ = ctx.ctl.send(ToClient::Exit { code, message }).await;
     drop(ctx);
     let _ = writer.await;

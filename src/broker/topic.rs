@@ -149,15 +149,21 @@ impl SubState {
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicU64,
-    limit: u64,
+    /// Changed by a reload; a lower limit than `used` just makes room scarce until the
+    /// most-lagging subscribers are dropped.
+    limit: AtomicU64,
 }
 
 impl Budget {
     pub fn new(limit: usize) -> Budget {
         Budget {
             used: AtomicU64::new(0),
-            limit: limit as u64,
+            limit: AtomicU64::new(limit as u64),
         }
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit as u64, Ordering::Relaxed);
     }
 
     fn cost(data_len: usize) -> usize {
@@ -173,7 +179,8 @@ impl Budget {
     }
 
     fn has_room(&self, data_len: usize) -> bool {
-        self.used.load(Ordering::Relaxed) + Self::cost(data_len) as u64 <= self.limit
+        self.used.load(Ordering::Relaxed) + Self::cost(data_len) as u64
+            <= self.limit.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -314,7 +321,8 @@ pub struct Topic {
     pub key: TopicKey,
     /// Who created it (public topics count against their creator's cap).
     pub creator: String,
-    window: u64,
+    /// Window W; a reload may change it ([`Topic::set_window`]).
+    window: AtomicU64,
     budget: Arc<Budget>,
     created: Instant,
     state: Mutex<State>,
@@ -328,12 +336,18 @@ impl Topic {
         Topic {
             key,
             creator: creator.to_string(),
-            window: window as u64,
+            window: AtomicU64::new(window as u64),
             budget,
             created: Instant::now(),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// A new window W, in force from the next append. A smaller one than the ring holds
+    /// pauses publishers until the slowest subscriber is back within it.
+    pub fn set_window(&self, window: usize) {
+        self.window.store(window as u64, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -530,7 +544,8 @@ impl Topic {
             st.bytes += data.len() as u64;
             return Append::Discarded;
         }
-        if st.head - Self::tail(&st) >= self.window || st.chunks.len() >= MAX_RING_CHUNKS {
+        let window = self.window.load(Ordering::Relaxed);
+        if st.head - Self::tail(&st) >= window || st.chunks.len() >= MAX_RING_CHUNKS {
             return Append::Full;
         }
         if !self.budget.has_room(data.len()) {

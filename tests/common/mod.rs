@@ -414,6 +414,11 @@ impl Harness {
             .args(["--socket-group", LOGIN_USER])
             .arg("--state-dir")
             .arg(self.dir().join("state"));
+        let has = |flag: &str| self.broker_args.iter().any(|a| a.starts_with(flag));
+        if !has("--config") {
+            // Built-in defaults, whatever an installed /etc/pipe/piped.toml says.
+            cmd.args(["--config", "/dev/null"]);
+        }
         if !self
             .broker_args
             .iter()

@@ -1,0 +1,810 @@
+//! `piped`'s settings: built-in defaults, `/etc/pipe/piped.toml` over them, command-line
+//! flags over both.
+//!
+//! The file is parsed strictly (mosquitto's CVE-2018-12550/12551 are what lenient config
+//! parsing costs a broker): an unknown key, a value of the wrong type or out of range
+//! refuses the whole file with one line naming the file, line, column and reason. At start
+//! that stops `piped`; on reload (SIGHUP) the running settings stay and the reason is
+//! logged. A missing file at the default path means built-in defaults (the package ships
+//! it commented out); a missing file named with `--config` is an error.
+//!
+//! Settings split in two. [`Limits`] can change while the broker runs: a reload swaps them
+//! atomically and every session reads the current ones at each decision. Everything else
+//! (socket, socket group, service user, state and key directories, log format) is read
+//! once at start; a reload that changes them says so and ignores the change. Command-line
+//! flags keep overriding the file across reloads. Grants are runtime state kept in the
+//! state directory, not configuration: a reload leaves them alone (only the cap on their
+//! number, `max_grant_entries`, is a setting).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use thiserror::Error;
+
+use super::topic::CHUNK;
+use super::{
+    DEFAULT_BUDGET, DEFAULT_SERVICE_USER, DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_SOCKET,
+    DEFAULT_STALL_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_WINDOW, MAX_CONNECTIONS, MAX_PUBLIC_TOPICS,
+    MAX_USER_SESSIONS, MAX_USER_TOPICS, grants,
+};
+use crate::proto::HELLO_DEADLINE;
+
+/// Where the config file lives on an installed system (DESIGN §8).
+pub const DEFAULT_CONFIG: &str = "/etc/pipe/piped.toml";
+
+/// The key directory `pipe-admin` keeps (DESIGN §2). `piped` does not read it yet; the
+/// setting is recorded so that one file describes the installation.
+pub const DEFAULT_KEYS_DIR: &str = "/etc/pipe/keys";
+
+/// Largest config file read: a complete file with comments is ~4 KiB, so anything near this
+/// is not a config file (a mistaken path to a log or a device).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The commented default config, installed as `/etc/pipe/piped.toml` by the packages.
+/// Every key is present with its built-in default (a unit test checks that uncommenting
+/// them all changes nothing).
+pub const EXAMPLE_CONFIG: &str = r#"# /etc/pipe/piped.toml: settings of piped, the pipe broker.
+#
+# Every key is optional: the values below, commented out, are the built-in defaults.
+# Command-line flags of piped (--window 16M, ...) override this file.
+#
+# The file is read strictly: an unknown key, a value of the wrong type or out of range
+# stops piped at start with "FILE:LINE:COLUMN: reason". `systemctl reload piped` (SIGHUP)
+# re-reads it: a bad file keeps the running settings and logs why; a good one applies the
+# limits below at once, to live sessions too (see each key). Socket, group, accounts,
+# directories and log format are read at start only; a reload that changes them logs that
+# they need a restart. Grants are not configuration: they live in the state directory
+# (pipe grant/revoke) and a reload leaves them as they are.
+#
+# Sizes are a byte count (65536) or a string with K, M or G (powers of 1024): "8M".
+# Durations are strings: "30s", "500ms", "2m", "1h30m".
+#
+# Fixed by the protocol between pipe-shell and piped, so not settable here: a request
+# string (what follows `ssh host`) is at most 1024 bytes, a control frame at most 4 KiB.
+
+# ---- Where and as whom (read at start only) ----
+
+# The broker's Unix socket. Under systemd the socket unit (piped.socket) creates it and
+# passes it to piped, which then uses that one and leaves its path, mode and owner alone.
+#socket = "/run/pipe/piped.sock"
+
+# Group given to the socket (mode 0660) and to its directory (0750) when piped creates
+# them itself, e.g. socket_group = "pipe". Unset by default: piped's own group.
+
+# The shared service account: only connections from its uid may assert an identity
+# (the --user of the key lines pipe-admin writes).
+#service_user = "pipe"
+
+# Durable state (the grants file), created 0700 when missing.
+#state_dir = "/var/lib/piped"
+
+# The key directory pipe-admin keeps. Informational for piped for now.
+#keys_dir = "/etc/pipe/keys"
+
+# Log lines on stderr (the journal under systemd): "text" or "json" (one object a line).
+#log_format = "text"
+
+# ---- Flow control (a reload applies them to live topics) ----
+
+# Window W: how far the slowest subscriber of a topic may trail the head before the
+# publisher is paced. At least 64K. A reload applies from each topic's next write on.
+#window = "8M"
+
+# Bytes buffered across all topics; beyond it the most-lagging subscriber is dropped.
+# At least 64K.
+#budget = "256M"
+
+# A subscriber that makes no progress for this long while its topic's window is full is
+# dropped (exit 5), so one stuck reader cannot freeze a topic.
+#stall_timeout = "30s"
+
+# How long a stopping piped flushes accepted bytes to live subscribers.
+#shutdown_deadline = "5s"
+
+# How long a new connection has to send its hello.
+#hello_deadline = "2s"
+
+# ---- Caps (exit 6 when reached) ----
+# A reload that lowers a cap refuses new sessions, topics or grant entries beyond it;
+# it never ends live sessions nor removes grants already given.
+
+# Connections at once, counted from accept.
+#max_connections = 4096
+
+# Sessions one user may have at once.
+#max_user_sessions = 32
+
+# Live topics one user may own.
+#max_user_topics = 128
+
+# Live public topics one user may create.
+#max_public_topics = 16
+
+# Grant entries one user may hold over all their topics.
+#max_grant_entries = 512
+"#;
+
+/// The settings a reload can change while sessions run. Every value has a named default
+/// in [`super`] with the reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Window W per topic, bytes.
+    pub window: usize,
+    /// Bytes buffered across all topics.
+    pub budget: usize,
+    pub stall_timeout: Duration,
+    pub shutdown_deadline: Duration,
+    pub hello_deadline: Duration,
+    pub max_connections: usize,
+    pub max_user_sessions: usize,
+    pub max_user_topics: usize,
+    pub max_public_topics: usize,
+    pub max_grant_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            window: DEFAULT_WINDOW,
+            budget: DEFAULT_BUDGET,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            hello_deadline: HELLO_DEADLINE,
+            max_connections: MAX_CONNECTIONS,
+            max_user_sessions: MAX_USER_SESSIONS,
+            max_user_topics: MAX_USER_TOPICS,
+            max_public_topics: MAX_PUBLIC_TOPICS,
+            max_grant_entries: grants::MAX_USER_GRANT_ENTRIES,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected text or json, got {other}")),
+        }
+    }
+}
+
+/// Broker settings, resolved: defaults, then the file, then flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub socket: PathBuf,
+    /// Group of the socket (mode 0660) and of its directory (0750) when piped creates it.
+    pub socket_group: Option<String>,
+    pub service_user: String,
+    /// Durable state (grants); `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
+    pub keys_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_group: None,
+            service_user: DEFAULT_SERVICE_USER.to_string(),
+            state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
+            keys_dir: PathBuf::from(DEFAULT_KEYS_DIR),
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// This config with every setting `s` gives replaced.
+    pub fn overlay(mut self, s: &Settings) -> Config {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        set(&mut self.socket, &s.socket);
+        if s.socket_group.is_some() {
+            self.socket_group = s.socket_group.clone();
+        }
+        set(&mut self.service_user, &s.service_user);
+        if s.state_dir.is_some() {
+            self.state_dir = s.state_dir.clone();
+        }
+        set(&mut self.keys_dir, &s.keys_dir);
+        set(&mut self.log_format, &s.log_format);
+        let l = &mut self.limits;
+        set(&mut l.window, &s.window);
+        set(&mut l.budget, &s.budget);
+        set(&mut l.stall_timeout, &s.stall_timeout);
+        set(&mut l.shutdown_deadline, &s.shutdown_deadline);
+        set(&mut l.hello_deadline, &s.hello_deadline);
+        set(&mut l.max_connections, &s.max_connections);
+        set(&mut l.max_user_sessions, &s.max_user_sessions);
+        set(&mut l.max_user_topics, &s.max_user_topics);
+        set(&mut l.max_public_topics, &s.max_public_topics);
+        set(&mut l.max_grant_entries, &s.max_grant_entries);
+        self
+    }
+
+    /// The start-only settings that differ between `self` (running) and `new`, by key name.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.socket != new.socket {
+            changed.push("socket");
+        }
+        if self.socket_group != new.socket_group {
+            changed.push("socket_group");
+        }
+        if self.service_user != new.service_user {
+            changed.push("service_user");
+        }
+        if self.state_dir != new.state_dir {
+            changed.push("state_dir");
+        }
+        if self.keys_dir != new.keys_dir {
+            changed.push("keys_dir");
+        }
+        if self.log_format != new.log_format {
+            changed.push("log_format");
+        }
+        changed
+    }
+}
+
+/// Some settings: the contents of a config file, or the flags given on the command line.
+/// `None` leaves the value underneath.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default, deserialize_with = "absolute_path")]
+    pub socket: Option<PathBuf>,
+    #[serde(default, deserialize_with = "name")]
+    pub socket_group: Option<String>,
+    #[serde(default, deserialize_with = "name")]
+    pub service_user: Option<String>,
+    #[serde(default, deserialize_with = "absolute_path")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "absolute_path")]
+    pub keys_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+    #[serde(default, deserialize_with = "size")]
+    pub window: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    pub budget: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub stall_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_deadline: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub hello_deadline: Option<Duration>,
+    #[serde(default, deserialize_with = "count")]
+    pub max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    pub max_user_sessions: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    pub max_user_topics: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    pub max_public_topics: Option<usize>,
+    #[serde(default, deserialize_with = "count")]
+    pub max_grant_entries: Option<usize>,
+}
+
+/// The keys a config file may hold, for "did you mean".
+const KEYS: &[&str] = &[
+    "socket",
+    "socket_group",
+    "service_user",
+    "state_dir",
+    "keys_dir",
+    "log_format",
+    "window",
+    "budget",
+    "stall_timeout",
+    "shutdown_deadline",
+    "hello_deadline",
+    "max_connections",
+    "max_user_sessions",
+    "max_user_topics",
+    "max_public_topics",
+    "max_grant_entries",
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: larger than {MAX_CONFIG_BYTES} bytes: not a config file", path.display())]
+    TooLarge { path: PathBuf },
+    /// The one line an admin reads: `FILE:LINE:COLUMN: reason`.
+    #[error("{}:{line}:{column}: {reason}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+}
+
+/// Where settings come from: the config file, then the flags over it. Kept by the broker
+/// so a reload reads the same file and the flags keep winning.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub file: PathBuf,
+    /// Named with `--config`: a missing file is an error rather than the defaults.
+    pub explicit: bool,
+    pub flags: Settings,
+}
+
+impl Sources {
+    /// Reads the file and resolves the settings: defaults, file, flags.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let file = read_file(&self.file, self.explicit)?;
+        Ok(Config::default().overlay(&file).overlay(&self.flags))
+    }
+}
+
+/// The settings in the config file at `path`; none when it is missing and `must_exist` is
+/// false.
+pub fn read_file(path: &Path, must_exist: bool) -> Result<Settings, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !must_exist => {
+            return Ok(Settings::default());
+        }
+        Err(e) => return Err(read_err(e)),
+        Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(_) => std::fs::read(path).map_err(read_err)?,
+    };
+    let text = String::from_utf8(text).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let (line, column) = line_column(&String::from_utf8_lossy(&bytes[..at]), at);
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            reason: "not UTF-8 text".to_string(),
+        }
+    })?;
+    parse(&text).map_err(|(at, reason)| {
+        let (line, column) = line_column(&text, at);
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            reason,
+        }
+    })
+}
+
+/// Parses config text; an error is the byte offset it is about and the reason.
+pub fn parse(text: &str) -> Result<Settings, (usize, String)> {
+    toml::from_str::<Settings>(text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        (at, reason(text, at, e.message()))
+    })
+}
+
+/// One line of explanation from a toml error: the first line of its message, with
+/// serde's "unknown field" put in the file's terms and the key named for value errors.
+fn reason(text: &str, at: usize, message: &str) -> String {
+    let message = message.lines().next().unwrap_or("invalid config").trim();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or(rest);
+        return match closest_key(key) {
+            Some(k) => format!("unknown key \"{key}\" (did you mean \"{k}\"?)"),
+            None => format!("unknown key \"{key}\""),
+        };
+    }
+    match key_of_line(text, at) {
+        Some(key) if KEYS.contains(&key) && !message.contains(key) => format!("{key}: {message}"),
+        _ => message.to_string(),
+    }
+}
+
+/// The bare key of the `key = value` line holding byte `at`, if it is one.
+fn key_of_line(text: &str, at: usize) -> Option<&str> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    key.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        .then_some(key)
+}
+
+/// A known key within two edits of `key`, for a typo's hint.
+fn closest_key(key: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|&(d, _)| d <= 2)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// 1-based line and column (in characters) of byte `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses a size such as `8M`, `256K` or `65536`.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1024),
+        b'M' | b'm' => (&s[..s.len() - 1], 1024 * 1024),
+        b'G' | b'g' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// A window or budget: at least one chunk, or nothing could ever be buffered.
+pub fn check_size(n: usize) -> Result<usize, String> {
+    if n >= CHUNK {
+        Ok(n)
+    } else {
+        Err(format!("{n} bytes is under the 64K minimum"))
+    }
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a size such as \"8M\" or a byte count")
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+            let n =
+                usize::try_from(n).map_err(|_| E::custom(format!("expected a size, got {n}")))?;
+            check_size(n).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+            let n = usize::try_from(n).map_err(|_| E::custom(format!("size {n} is too large")))?;
+            check_size(n).map_err(E::custom)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
+            let n = parse_size(s).ok_or_else(|| {
+                E::custom(format!(
+                    "expected a size such as \"8M\", got \"{}\"",
+                    s.escape_default()
+                ))
+            })?;
+            check_size(n).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as \"30s\"")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+            match crate::request::parse_duration(s) {
+                Some(d) if !d.is_zero() => Ok(d),
+                _ => Err(E::custom(format!(
+                    "expected a duration above zero such as \"30s\", got \"{}\"",
+                    s.escape_default()
+                ))),
+            }
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+/// A cap: at least 1 (a cap of 0 would refuse everything, surely a mistake).
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a count such as 32")
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+            match u64::try_from(n) {
+                Ok(n) => self.visit_u64(n),
+                Err(_) => Err(E::custom(format!(
+                    "expected a count of at least 1, got {n}"
+                ))),
+            }
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+            match usize::try_from(n) {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(E::custom(format!(
+                    "expected a count of at least 1, got {n}"
+                ))),
+            }
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d)?;
+    // piped's working directory is `/` under systemd: a relative path would mean something
+    // different when run by hand.
+    if s.starts_with('/') {
+        Ok(Some(PathBuf::from(s)))
+    } else {
+        Err(de::Error::custom(format!(
+            "expected an absolute path, got \"{}\"",
+            s.escape_default()
+        )))
+    }
+}
+
+/// A user or group name: non-empty, no spaces or control characters.
+fn name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(Some(s))
+    } else {
+        Err(de::Error::custom(format!(
+            "expected a user or group name, got \"{}\"",
+            s.escape_default()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (usize, usize, String) {
+        let (at, reason) = parse(text).expect_err(text);
+        let (line, column) = line_column(text, at);
+        (line, column, reason)
+    }
+
+    #[test]
+    fn the_example_config_uncommented_is_the_defaults() {
+        let uncommented: String = EXAMPLE_CONFIG
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let settings = parse(&uncommented).expect("example parses");
+        // Every key is there (socket_group has no default to show).
+        for key in KEYS.iter().filter(|&&k| k != "socket_group") {
+            assert!(
+                uncommented
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{key} = "))),
+                "{key} missing from the example"
+            );
+        }
+        assert_eq!(Config::default().overlay(&settings), Config::default());
+        assert_eq!(parse(EXAMPLE_CONFIG), Ok(Settings::default()));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let s = parse(
+            r#"
+socket = "/run/x.sock"
+socket_group = "staff"
+service_user = "svc"
+state_dir = "/var/lib/x"
+keys_dir = "/etc/x/keys"
+log_format = "json"
+window = "256K"
+budget = 1048576
+stall_timeout = "1m30s"
+shutdown_deadline = "500ms"
+hello_deadline = "3s"
+max_connections = 10
+max_user_sessions = 1
+max_user_topics = 2
+max_public_topics = 3
+max_grant_entries = 4
+"#,
+        )
+        .unwrap();
+        let c = Config::default().overlay(&s);
+        assert_eq!(c.socket, PathBuf::from("/run/x.sock"));
+        assert_eq!(c.socket_group.as_deref(), Some("staff"));
+        assert_eq!(c.service_user, "svc");
+        assert_eq!(c.state_dir, Some(PathBuf::from("/var/lib/x")));
+        assert_eq!(c.keys_dir, PathBuf::from("/etc/x/keys"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        let want = Limits {
+            window: 256 * 1024,
+            budget: 1024 * 1024,
+            stall_timeout: Duration::from_secs(90),
+            shutdown_deadline: Duration::from_millis(500),
+            hello_deadline: Duration::from_secs(3),
+            max_connections: 10,
+            max_user_sessions: 1,
+            max_user_topics: 2,
+            max_public_topics: 3,
+            max_grant_entries: 4,
+        };
+        assert_eq!(c.limits, want);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse("window = \"1M\"\nmax_user_sessions = 3\n").unwrap();
+        let flags = Settings {
+            window: Some(128 * 1024),
+            ..Settings::default()
+        };
+        let c = Config::default().overlay(&file).overlay(&flags);
+        assert_eq!(c.limits.window, 128 * 1024);
+        assert_eq!(c.limits.max_user_sessions, 3);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line_and_a_hint() {
+        let (line, column, reason) = err("window = \"8M\"\n\nwindw = \"8M\"\n");
+        assert_eq!((line, column), (3, 1));
+        assert_eq!(reason, "unknown key \"windw\" (did you mean \"window\"?)");
+        let (line, _, reason) = err("# c\nfrobnicate = 1\n");
+        assert_eq!(line, 2);
+        assert_eq!(reason, "unknown key \"frobnicate\"");
+    }
+
+    #[test]
+    fn a_table_or_drain_section_is_an_unknown_key() {
+        let (line, _, reason) = err("window = \"8M\"\n[limits]\nwindow = \"8M\"\n");
+        assert_eq!(line, 2);
+        assert!(reason.starts_with("unknown key \"limits\""), "{reason}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_key_line_and_reason() {
+        for (text, line, needle) in [
+            (
+                "\nwindow = \"1K\"\n",
+                2,
+                "window: 1024 bytes is under the 64K minimum",
+            ),
+            (
+                "window = \"eight\"\n",
+                1,
+                "window: expected a size such as \"8M\", got \"eight\"",
+            ),
+            ("budget = -1\n", 1, "budget: expected a size, got -1"),
+            (
+                "stall_timeout = 30\n",
+                1,
+                "stall_timeout: invalid type: integer `30`, expected a duration such as \"30s\"",
+            ),
+            (
+                "stall_timeout = \"0s\"\n",
+                1,
+                "expected a duration above zero",
+            ),
+            (
+                "shutdown_deadline = \"soon\"\n",
+                1,
+                "shutdown_deadline: expected a duration",
+            ),
+            (
+                "max_user_sessions = 0\n",
+                1,
+                "max_user_sessions: expected a count of at least 1, got 0",
+            ),
+            (
+                "max_connections = \"many\"\n",
+                1,
+                "max_connections: invalid type: string \"many\", expected a count such as 32",
+            ),
+            (
+                "max_user_topics = 1.5\n",
+                1,
+                "max_user_topics: invalid type: floating point `1.5`, expected a count",
+            ),
+            (
+                "log_format = \"xml\"\n",
+                1,
+                "unknown variant `xml`, expected `text` or `json`",
+            ),
+            (
+                "state_dir = \"var/lib\"\n",
+                1,
+                "state_dir: expected an absolute path",
+            ),
+            (
+                "service_user = \"\"\n",
+                1,
+                "service_user: expected a user or group name",
+            ),
+            ("window = \"8M\"\nwindow = \"4M\"\n", 2, "duplicate key"),
+            ("window = \n", 1, ""),
+        ] {
+            let (l, _, reason) = err(text);
+            assert_eq!(l, line, "{text:?}: {reason}");
+            assert!(reason.contains(needle), "{text:?}: {reason}");
+            assert!(!reason.contains('\n'), "one line: {reason:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("piped.toml");
+        assert_eq!(read_file(&missing, false).unwrap(), Settings::default());
+        let e = read_file(&missing, true).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_file_error_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("piped.toml");
+        std::fs::write(&path, "# limits\nmax_user_sessions = 4\n  windw = 1\n").unwrap();
+        let e = read_file(&path, true).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:3:3: unknown key \"windw\" (did you mean \"window\"?)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn sizes_take_suffixes_or_byte_counts() {
+        assert_eq!(parse_size("8M"), Some(8 << 20));
+        assert_eq!(parse_size("256k"), Some(256 << 10));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+}
