@@ -88,6 +88,22 @@
 //!   counts from `accept`, before the hello.
 //! - **A waiting `pub`** notices its client has left through its stdout (sshd closes it),
 //!   within a second, rather than waiting out `-t`.
+//! - **Configuration**: built-in defaults, then `/etc/pipe/piped.toml`, then flags (flags
+//!   win, also across reloads). A reload applies new limits to live topics and to the next
+//!   sessions; a lowered cap never ends live sessions nor removes grants. Socket, group,
+//!   service user, directories and log format need a restart (a reload logs that).
+//!   `hello_deadline` is configurable; the 1024-byte request and 4 KiB frame are protocol.
+//! - **systemd**: under socket activation piped uses the socket systemd passes and ignores
+//!   the configured path (and never chmods or removes it). The service runs as a
+//!   `DynamicUser` (`piped`, state in `/var/lib/piped`), never with `PrivateUsers` (peer
+//!   uids would all read as nobody).
+//! - **The shipped sshd snippet sets `ExposeAuthInfo yes`**: its `ForceCommand` replaces a
+//!   key line's `command=`, so the service account's sessions are identified by the key in
+//!   `$SSH_USER_AUTH` through the key directory. `pipe-admin doctor` fails a ForceCommand
+//!   setup without it.
+//! - **Packages**: removing keeps configuration, keys, authorized_keys and grants; purging
+//!   removes them; the `pipe` account stays (Debian's convention). The package never
+//!   reloads sshd; it validates with `sshd -t` and says what to run.
 //! - **Crates**: `bytes` (chunks shared by all subscribers without copying), `tokio-util`
 //!   (cancellation and task tracking for the two-stage shutdown). `interprocess` is not
 //!   used: the standard library's and tokio's Unix sockets plus `nix` for `SCM_RIGHTS`
