@@ -145,11 +145,7 @@ impl Grants {
     ) -> Result<Vec<Grantee>, GrantsError> {
         self.change(owner, name, |current| {
             current.clear();
-            for g in list {
-                if !current.contains(g) {
-                    current.push(g.clone());
-                }
-            }
+            merge(current, list);
         })
     }
 
@@ -160,13 +156,7 @@ impl Grants {
         name: &str,
         list: &[Grantee],
     ) -> Result<Vec<Grantee>, GrantsError> {
-        self.change(owner, name, |current| {
-            for g in list {
-                if !current.contains(g) {
-                    current.push(g.clone());
-                }
-            }
-        })
+        self.change(owner, name, |current| merge(current, list))
     }
 
     /// Removes entries from the grant on `owner/name`.
@@ -231,6 +221,15 @@ impl Grants {
         drop(table);
         self.changed.send_modify(|v| *v += 1);
         Ok(result)
+    }
+}
+
+/// Appends the entries of `list` that `current` does not hold yet, in order.
+fn merge(current: &mut Vec<Grantee>, list: &[Grantee]) {
+    for g in list {
+        if !current.contains(g) {
+            current.push(g.clone());
+        }
     }
 }
 

@@ -520,20 +520,12 @@ async fn list(ctx: &Ctx, json: bool, out: &Fd) -> Outcome {
             stats
         })
         .collect();
-    let text = if json {
-        match serde_json::to_string(&visible) {
-            Ok(s) => s + "\n",
-            Err(e) => return fail(Exit::Internal, e.to_string()),
-        }
-    } else if visible.is_empty() {
-        ctx.status("no topics".to_string());
-        return OK;
-    } else {
+    write_listing(ctx, out, json, &visible, "no topics", |visible| {
         let mut s = format!(
             "{:<40} {:>5} {:>5} {:>7} {:>12} {:>10} {:>8}  {}\n",
             "TOPIC", "PUBS", "SUBS", "WAITING", "BYTES", "BYTES/S", "AGE", "GRANT"
         );
-        for t in &visible {
+        for t in visible {
             s.push_str(&format!(
                 "{:<40} {:>5} {:>5} {:>7} {:>12} {:>10} {:>7}s  {}\n",
                 t.topic,
@@ -547,8 +539,8 @@ async fn list(ctx: &Ctx, json: bool, out: &Fd) -> Outcome {
             ));
         }
         s
-    };
-    write_all(out, text.into()).await
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -606,19 +598,35 @@ async fn list_grants(ctx: &Ctx, json: bool, out: &Fd) -> Outcome {
             grant: list.iter().map(|g| g.to_string()).collect(),
         })
         .collect();
-    let text = if json {
-        match serde_json::to_string(&entries) {
-            Ok(s) => s + "\n",
-            Err(e) => return fail(Exit::Internal, e.to_string()),
-        }
-    } else if entries.is_empty() {
-        ctx.status("no grants".to_string());
-        return OK;
-    } else {
+    write_listing(ctx, out, json, &entries, "no grants", |entries| {
         entries
             .iter()
             .map(|e| format!("{} {}\n", e.topic, e.grant.join(",")))
             .collect()
+    })
+    .await
+}
+
+/// Writes a listing to stdout: one JSON array with `--json`, else the text `table` makes;
+/// nothing to list is said on stderr (`empty`), so stdout stays data only.
+async fn write_listing<T: serde::Serialize>(
+    ctx: &Ctx,
+    out: &Fd,
+    json: bool,
+    items: &[T],
+    empty: &str,
+    table: impl FnOnce(&[T]) -> String,
+) -> Outcome {
+    let text = if json {
+        match serde_json::to_string(items) {
+            Ok(s) => s + "\n",
+            Err(e) => return fail(Exit::Internal, e.to_string()),
+        }
+    } else if items.is_empty() {
+        ctx.status(empty.to_string());
+        return OK;
+    } else {
+        table(items)
     };
     write_all(out, text.into()).await
 }
