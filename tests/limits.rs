@@ -87,3 +87,37 @@ fn session_cap_answers_exit_6_and_frees_up() {
     let out = poll(0);
     assert_eq!(out.stdout, b"pipetest\n");
 }
+
+/// A wildcard subscriber joins topics but does not hold them open: otherwise `sub -p '*'`
+/// would keep every public topic alive and exhaust their creators' caps (review of issue 4).
+#[test]
+fn a_wildcard_does_not_keep_topics_alive_against_caps() {
+    let h = Harness::with_broker_args(&["--max-public-topics", "1"]);
+    // Each `pub` waits (-b) until the wildcard has joined its topic.
+    let mut all = h.spawn("sub -p '*'");
+    for name in ["p1", "p2", "p3"] {
+        let out = h.run(
+            format!("pub -p {name}"),
+            format!("{name}\n").as_bytes(),
+            SHORT,
+        );
+        assert_eq!(out.code, Some(0), "pub -p {name}: {out:?}");
+    }
+    let out = all.out.as_ref().unwrap();
+    assert!(
+        out.wait_contains(b"p3\n", SHORT),
+        "the wildcard got: {:?}",
+        out.text()
+    );
+    assert_eq!(out.text(), "p1\np2\np3\n");
+    all.signal(nix::sys::signal::Signal::SIGTERM);
+}
+
+/// `-a` on a random topic would leave a durable grant on a name nobody uses again.
+#[test]
+fn a_grant_needs_a_topic_name() {
+    let h = Harness::new();
+    let out = h.run("pub -a pipetest2 -e", b"", SHORT);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_one_pipe_line(&out, "pub -a without a topic");
+}

@@ -14,10 +14,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+use super::PatternGuard;
 use super::fdio::{Fd, MAX_IOV};
 use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
-use super::{PatternGuard, TopicRef};
 use crate::exit::Exit;
 
 /// A subscriber's place on one topic, removed however the session ends.
@@ -39,21 +39,24 @@ impl Drop for Subscriber<'_> {
     }
 }
 
-/// A wildcard subscription's place on one matching topic; it holds the topic open.
+/// A wildcard subscription's place on one matching topic. It does not hold the topic
+/// open: a wildcard that matches everything must not keep others' topics (and their caps)
+/// alive; when the topic is forgotten the cursor goes, and a topic of the same name created
+/// later gets a new one.
 pub struct Cursor {
-    held: TopicRef,
+    topic: Arc<Topic>,
     handle: SubHandle,
 }
 
 impl Cursor {
-    pub fn new(held: TopicRef, handle: SubHandle) -> Cursor {
-        Cursor { held, handle }
+    pub fn new(topic: Arc<Topic>, handle: SubHandle) -> Cursor {
+        Cursor { topic, handle }
     }
 }
 
 impl Drop for Cursor {
     fn drop(&mut self) {
-        self.held.topic.detach_sub(self.handle.id);
+        self.topic.detach_sub(self.handle.id);
     }
 }
 
@@ -183,16 +186,26 @@ pub async fn deliver_many(ctx: &Ctx, w: Wildcard, out: &Fd, mut lines: Option<u6
         watch: _watch,
     } = w;
     let mut grants = ctx.broker.grants.subscribe();
+    // Every pass re-checks access: cursors attached before a revocation may arrive after
+    // it, and a busy topic would otherwise never reach the wait below.
+    let mut recheck = true;
     loop {
         while let Ok(c) = new.try_recv() {
             cursors.push(c);
+            recheck = true;
+        }
+        cursors.retain(|c| !c.topic.forgotten());
+        if recheck || grants.has_changed().unwrap_or(false) {
+            grants.mark_unchanged();
+            cursors.retain(|c| ctx.broker.may_use(&ctx.who, &c.topic.key));
+            recheck = false;
         }
         let mut wrote = false;
         for c in &cursors {
-            match c.held.topic.fetch(c.handle.id) {
+            match c.topic.fetch(c.handle.id) {
                 Fetch::Data { slices, reach } => {
                     wrote = true;
-                    let topic = &c.held.topic;
+                    let topic = &c.topic;
                     match write_batch(ctx, topic, &c.handle, out, slices, reach, &mut lines).await {
                         Ok(true) => {}
                         Ok(false) => return OK,
@@ -206,14 +219,17 @@ pub async fn deliver_many(ctx: &Ctx, w: Wildcard, out: &Fd, mut lines: Option<u6
         if wrote {
             continue;
         }
-        if ctx.broker.soft.is_cancelled() && cursors.iter().all(|c| c.held.topic.quiet()) {
+        if ctx.broker.soft.is_cancelled() && cursors.iter().all(|c| c.topic.quiet()) {
             return shutting_down();
         }
         tokio::select! {
             _ = wake.notified() => {}
-            Some(c) = new.recv() => cursors.push(c),
+            Some(c) = new.recv() => {
+                cursors.push(c);
+                recheck = true;
+            }
             Ok(()) = grants.changed() => {
-                cursors.retain(|c| ctx.broker.may_use(&ctx.who, &c.held.topic.key));
+                cursors.retain(|c| ctx.broker.may_use(&ctx.who, &c.topic.key));
             }
             _ = sleep(IDLE_CHECK) => if out.peer_gone() { return OK; },
             _ = kill.cancelled() => return dropped(),

@@ -60,6 +60,8 @@ pub struct Grants {
     /// reload may change it.
     max_entries: AtomicUsize,
     table: Mutex<Table>,
+    /// Serializes changes (read, persist, swap) without blocking readers.
+    writer: Mutex<()>,
     changed: watch::Sender<u64>,
 }
 
@@ -69,6 +71,7 @@ impl Grants {
             path: None,
             max_entries: AtomicUsize::new(MAX_USER_GRANT_ENTRIES),
             table: Mutex::new(Table::new()),
+            writer: Mutex::new(()),
             changed: watch::Sender::new(0),
         }
     }
@@ -98,6 +101,7 @@ impl Grants {
             path: Some(path),
             max_entries: AtomicUsize::new(MAX_USER_GRANT_ENTRIES),
             table: Mutex::new(table),
+            writer: Mutex::new(()),
             changed: watch::Sender::new(0),
         })
     }
@@ -192,8 +196,10 @@ impl Grants {
         name: &str,
         edit: impl FnOnce(&mut Vec<Grantee>),
     ) -> Result<Vec<Grantee>, GrantsError> {
-        let mut table = super::lock(&self.table);
-        let mut next = table.clone();
+        // Writers take turns on their own lock, so the slow part (fsync) never holds the
+        // table lock that every access check takes.
+        let _writer = super::lock(&self.writer);
+        let mut next = super::lock(&self.table).clone();
         let topics = next.entry(owner.to_string()).or_default();
         let before: usize = topics.values().map(Vec::len).sum();
         let list = topics.entry(name.to_string()).or_default();
@@ -210,6 +216,10 @@ impl Grants {
         if topics.is_empty() {
             next.remove(owner);
         }
+        if next == *super::lock(&self.table) {
+            // Nothing to keep, nobody to wake.
+            return Ok(result);
+        }
         // Written before it takes effect: a grant that could not be kept is not given.
         if let Some(path) = &self.path {
             persist(path, &next).map_err(|source| GrantsError::Io {
@@ -217,8 +227,7 @@ impl Grants {
                 source,
             })?;
         }
-        *table = next;
-        drop(table);
+        *super::lock(&self.table) = next;
         self.changed.send_modify(|v| *v += 1);
         Ok(result)
     }

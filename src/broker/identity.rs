@@ -57,6 +57,8 @@ pub fn resolve(
         // The service account speaks only for the users its key lines name: a line
         // without `--user` (a foreign or hand-written one) is nobody.
         None if Some(uid) == service_uid => Err(Denied),
+        // `public` names the shared namespace; a login of that name would alias it.
+        _ if own == "public" => Err(Denied),
         _ => Ok(Identity {
             user: own,
             key: None,

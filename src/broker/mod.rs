@@ -266,7 +266,7 @@ impl Broker {
                 let undelivered: Vec<Cursor> = lock(&self.patterns)
                     .iter()
                     .filter(|p| p.covers(self, &t.key))
-                    .filter_map(|p| p.tx.send(p.attach(self, &t)).err().map(|e| e.0))
+                    .filter_map(|p| p.tx.send(p.attach(&t)).err().map(|e| e.0))
                     .collect();
                 (t, undelivered)
             }
@@ -304,7 +304,7 @@ impl Broker {
         let now = topics
             .values()
             .filter(|t| pattern.covers(self, &t.key))
-            .map(|t| pattern.attach(self, t))
+            .map(|t| pattern.attach(t))
             .collect();
         let id = pattern.session;
         lock(&self.patterns).push(pattern);
@@ -374,7 +374,7 @@ impl Pattern {
         key.owner == self.owner && self.name.matches(&key.name) && broker.may_use(&self.who, key)
     }
 
-    fn attach(&self, broker: &Arc<Broker>, topic: &Arc<Topic>) -> Cursor {
+    fn attach(&self, topic: &Arc<Topic>) -> Cursor {
         let handle = topic.attach_sub_with(
             self.session,
             false,
@@ -382,7 +382,7 @@ impl Pattern {
             self.wake.clone(),
             self.kill.clone(),
         );
-        Cursor::new(broker.hold(topic.clone()), handle)
+        Cursor::new(topic.clone(), handle)
     }
 }
 
@@ -409,6 +409,7 @@ impl Drop for TopicRef {
         let mut topics = self.broker.topics();
         if self.topic.leave() {
             topics.remove(&self.topic.key);
+            self.topic.forget();
         }
     }
 }

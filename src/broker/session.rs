@@ -27,6 +27,7 @@ use crate::exit::Exit;
 use crate::proto::{self, PROTOCOL_VERSION, ToClient};
 use crate::request::{
     AccessList, Dispatch, GrantReq, Namespace, PipeReq, Pub, Request, Sub, TopicRef as Named,
+    UserName,
 };
 
 /// Status frames queued per client. They are rare (joins, leaves, waiting); a client that
@@ -263,6 +264,10 @@ async fn unless_revoked(
         return work.await;
     }
     let mut changes = ctx.broker.grants.subscribe();
+    // A revocation between the access check and the subscription above is caught here.
+    if !allowed(ctx, key) {
+        return fail(Exit::Denied, "access denied");
+    }
     let revoked = async {
         while changes.changed().await.is_ok() {
             if !allowed(ctx, key) {
@@ -291,11 +296,24 @@ fn set_grant(ctx: &Ctx, key: &TopicKey, list: &AccessList) -> Result<(), Outcome
             "only the owner can change a topic's grant",
         ));
     }
+    owns_grants(owner)?;
     ctx.broker
         .grants
         .set(owner, &key.name, &list.0)
         .map(|_| ())
         .map_err(grants_failed)
+}
+
+/// Grants are kept by owner name, and the grants file takes only names of the request
+/// language's form: a Unix login outside it (`John.Doe`) keeps its topics but cannot
+/// share them, rather than write a file the next start would refuse.
+fn owns_grants(owner: &str) -> Result<(), Outcome> {
+    UserName::new(owner).map(|_| ()).map_err(|_| {
+        fail(
+            Exit::Usage,
+            "this user name cannot own grants (names are [a-z_][a-z0-9_-]*)",
+        )
+    })
 }
 
 fn grants_failed(e: GrantsError) -> Outcome {
@@ -324,9 +342,12 @@ fn attach(
 ) -> Result<Attached, Outcome> {
     let (key, access) = match topic {
         Some(t) => resolve(ctx, t)?,
+        // A durable grant on a name nobody will use again would only pile up.
+        None if grant.is_some() => {
+            return Err(fail(Exit::Usage, "-a needs a topic name"));
+        }
         None => {
             let name = random_name().map_err(|e| fail(Exit::Internal, e.to_string()))?;
-            let _ = ctx.ctl.try_send(ToClient::Topic { name: name.clone() });
             let key = TopicKey {
                 owner: Owner::User(ctx.who.user.clone()),
                 name,
@@ -334,10 +355,14 @@ fn attach(
             (key, Access::Owned)
         }
     };
-    if let Some(list) = grant {
-        set_grant(ctx, &key, list)?;
-    }
     let held = ctx.broker.open(key, &ctx.who.user).map_err(refused)?;
+    if let Some(list) = grant {
+        set_grant(ctx, &held.topic.key, list)?;
+    }
+    if topic.is_none() {
+        let name = held.topic.key.name.clone();
+        let _ = ctx.ctl.try_send(ToClient::Topic { name });
+    }
     Ok(Attached { held, access })
 }
 
@@ -565,6 +590,7 @@ async fn change_grant(
         // Granted users may use the topic but not see or change who else may.
         return Err(denied());
     }
+    owns_grants(owner)?;
     let grants = &ctx.broker.grants;
     let now = match change {
         GrantChange::Add => grants.add(owner, &key.name, &g.list.0),

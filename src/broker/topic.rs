@@ -329,6 +329,8 @@ pub struct Topic {
     /// Woken whenever something a publisher may wait for happens: room in the window, a
     /// receiver arriving, a subscriber leaving.
     pub changed: Notify,
+    /// Set when the registry lets go of the topic (no session uses it any more).
+    forgotten: std::sync::atomic::AtomicBool,
 }
 
 impl Topic {
@@ -341,7 +343,18 @@ impl Topic {
             created: Instant::now(),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            forgotten: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The registry let go of this topic: wildcard cursors on it should go too.
+    pub fn forget(&self) {
+        self.forgotten.store(true, Ordering::Relaxed);
+        self.wake_all();
+    }
+
+    pub fn forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Relaxed)
     }
 
     /// A new window W, in force from the next append. A smaller one than the ring holds
