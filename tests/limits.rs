@@ -94,7 +94,7 @@ fn session_cap_answers_exit_6_and_frees_up() {
 fn a_wildcard_does_not_keep_topics_alive_against_caps() {
     let h = Harness::with_broker_args(&["--max-public-topics", "1"]);
     // Each `pub` waits (-b) until the wildcard has joined its topic.
-    let mut all = h.spawn("sub -p '*'");
+    let all = h.spawn("sub -p '*'");
     for name in ["p1", "p2", "p3"] {
         let out = h.run(
             format!("pub -p {name}"),
