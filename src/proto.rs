@@ -38,6 +38,9 @@ pub const HELLO_DEADLINE: Duration = Duration::from_secs(2);
 /// `pipe-shell` may meet a new broker).
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Descriptors a client passes with its hello: the session's stdin and stdout.
+pub const PASSED_FDS: usize = 2;
+
 /// Length prefix size.
 const HEADER: usize = 4;
 

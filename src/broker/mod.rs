@@ -565,6 +565,11 @@ pub async fn run(config: Config, sources: Sources) -> Result<(), BrokerError> {
         .ok()
         .flatten()
         .map(|u| u.uid.as_raw());
+    if service_uid.is_none() {
+        // Not fatal (a per-Unix-user install has no service account), but a typo here
+        // would otherwise silently refuse every key line: say it once.
+        warn!(service_user = %config.service_user, "service account not found: identities asserted with --user are refused");
+    }
     let grants = match &config.state_dir {
         Some(dir) => Grants::load(dir)?,
         None => Grants::in_memory(),

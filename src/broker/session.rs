@@ -89,7 +89,11 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
         }
     };
     let hello_deadline = broker.limits().hello_deadline;
-    let hello = tokio::time::timeout(hello_deadline, proto::recv_hello(&stream, 2)).await;
+    let hello = tokio::time::timeout(
+        hello_deadline,
+        proto::recv_hello(&stream, proto::PASSED_FDS),
+    )
+    .await;
     let (hello, fds) = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
