@@ -275,8 +275,7 @@ fn identify_by_key(file: &std::path::Path, opts: &Options) -> Option<(String, St
         .keys_dir
         .as_deref()
         .unwrap_or(std::path::Path::new(DEFAULT_KEYS_DIR));
-    let keys = crate::admin::store::KeyDir::load(dir).ok()?;
-    let (user, _) = keys.owner_of(key.fingerprint())?;
+    let user = crate::admin::store::find_owner(dir, key.fingerprint())?;
     Some((user.as_str().to_string(), key.fingerprint().to_string()))
 }
 

@@ -214,6 +214,40 @@ fn load_user(dir: &Path) -> Result<BTreeMap<KeyName, Key>, AdminError> {
     Ok(keys)
 }
 
+/// The user whose directory holds a key with `fingerprint`, for pipe-shell's key logins
+/// (`ExposeAuthInfo`). Unlike [`KeyDir::load`] it skips what it cannot read or parse: one
+/// stray file must not refuse every login (`pipe-admin doctor` reports such entries). A
+/// fingerprint filed under two users is ambiguous and matches nobody.
+pub fn find_owner(root: &Path, fingerprint: &str) -> Option<UserName> {
+    let mut found = None;
+    for (name, dir) in list_dir(root).ok()? {
+        let Ok(user) = UserName::new(&name) else {
+            continue;
+        };
+        let Ok(files) = list_dir(&dir) else {
+            continue;
+        };
+        for (file, path) in files {
+            if !file.ends_with(KEY_EXTENSION) {
+                continue;
+            }
+            let Some(key) = read_limited(&path)
+                .ok()
+                .and_then(|text| keys::parse_key(&text).ok())
+            else {
+                continue;
+            };
+            if key.fingerprint() == fingerprint {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(user.clone());
+            }
+        }
+    }
+    found
+}
+
 /// The entries of `dir` that are not dot files, as (name, path). A missing `dir` is empty.
 fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, AdminError> {
     let entries = match fs::read_dir(dir) {
@@ -352,5 +386,28 @@ mod tests {
         fs::create_dir(root.join("Not-A-User")).unwrap();
         let error = KeyDir::load(root).unwrap_err();
         assert!(matches!(error, AdminError::StrayEntry { .. }), "{error}");
+    }
+
+    #[test]
+    fn find_owner_skips_stray_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let fp = keys::parse_key(key).unwrap().fingerprint().to_string();
+        fs::create_dir_all(root.path().join("alice")).unwrap();
+        fs::write(root.path().join("alice/laptop.pub"), format!("{key}\n")).unwrap();
+        fs::write(root.path().join("alice/broken.pub"), "not a key\n").unwrap();
+        fs::create_dir_all(root.path().join("Not.A.User")).unwrap();
+        assert!(
+            KeyDir::load(root.path()).is_err(),
+            "the strict loader refuses"
+        );
+        assert_eq!(
+            find_owner(root.path(), &fp).map(|u| u.as_str().to_string()),
+            Some("alice".into())
+        );
+        fs::create_dir_all(root.path().join("bob")).unwrap();
+        fs::write(root.path().join("bob/same.pub"), format!("{key}\n")).unwrap();
+        assert_eq!(find_owner(root.path(), &fp), None, "ambiguous");
     }
 }
