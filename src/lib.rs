@@ -115,3 +115,4 @@ pub mod exit;
 pub mod proto;
 pub mod request;
 pub mod shell;
+pub mod timefmt;

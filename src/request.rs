@@ -24,6 +24,9 @@
 //!   of the caller's topics. LIST is the second positional word, with the syntax and limits
 //!   of `-a LIST` but never empty. Public topics take no grant, so `-p` and `public/name`
 //!   are usage errors there.
+//! - `logs [DRAIN] [-n N]`: the caller's lines of a scoped drain the admin declared
+//!   (default `logs`). `-k` is accepted and changes nothing: a drain never ends. DRAIN is a
+//!   bare name, never `owner/name` nor public.
 //! - `grants [--json]`, `ls [--json]`, `whoami`, `help`, `version`.
 //!
 //! # Grammar
@@ -126,6 +129,8 @@ pub enum Request {
     Revoke(GrantReq),
     /// `grants [--json]`: the caller's durable grants.
     Grants(Ls),
+    /// `logs [DRAIN]`: the caller's lines of a scoped drain.
+    Logs(Logs),
     /// `whoami`: identity as the broker sees it. `-c`/`-q` are accepted and dropped: it has
     /// no status lines.
     Whoami,
@@ -171,6 +176,19 @@ pub struct Sub {
     /// `-n`: exit 0 after this many complete lines (1..=[`MAX_LINES`]).
     pub lines: Option<u64>,
     pub access: Option<AccessList>,
+    pub common: Common,
+}
+
+/// The drain `logs` reads without a name: `ssh host logs`.
+pub const DEFAULT_DRAIN: &str = "logs";
+
+/// `logs [DRAIN] [-k] [-n N] [-c]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    /// The drain's name ([`DEFAULT_DRAIN`] when none is given).
+    pub drain: TopicName,
+    /// `-n`: exit 0 after this many lines.
+    pub lines: Option<u64>,
     pub common: Common,
 }
 
@@ -306,6 +324,8 @@ pub enum RequestError {
     BadUser(String),
     #[error("-p conflicts with an owner in the topic: {0}")]
     PublicWithOwner(String),
+    #[error("logs: a drain is named by a bare name, not owner/name: {0}")]
+    DrainWithOwner(String),
 }
 
 impl TopicName {
@@ -529,6 +549,7 @@ impl Request {
         let mut parts: Vec<String> = vec![self.verb().to_string()];
         // Always after the topic, so never taken for a boolean flag's value.
         let mut list: Option<&AccessList> = None;
+        let mut drain: Option<&TopicName> = None;
         let mut flag = |on: bool, text: &str| {
             if on {
                 parts.push(text.to_string());
@@ -579,6 +600,14 @@ impl Request {
                 list = Some(&g.list);
                 Some(&g.topic)
             }
+            Request::Logs(l) => {
+                if let Some(n) = l.lines {
+                    flag(true, &format!("--lines={n}"));
+                }
+                flag(l.common.quiet, "--quiet");
+                drain = Some(&l.drain);
+                None
+            }
             Request::Whoami | Request::Help | Request::Version => None,
         };
         if let Some(topic) = topic {
@@ -598,6 +627,9 @@ impl Request {
         if let Some(list) = list {
             parts.push(list.to_string());
         }
+        if let Some(drain) = drain {
+            parts.push(drain.as_str().to_string());
+        }
         parts.join(" ")
     }
 
@@ -609,6 +641,7 @@ impl Request {
             Request::Pipe(p) => p.common.quiet,
             Request::Ls(l) | Request::Grants(l) => l.common.quiet,
             Request::Grant(g) | Request::Revoke(g) => g.common.quiet,
+            Request::Logs(l) => l.common.quiet,
             Request::Whoami | Request::Help | Request::Version => false,
         }
     }
@@ -623,6 +656,7 @@ impl Request {
             Request::Grant(_) => Verb::Grant.name(),
             Request::Revoke(_) => Verb::Revoke.name(),
             Request::Grants(_) => Verb::Grants.name(),
+            Request::Logs(_) => Verb::Logs.name(),
             Request::Whoami => Verb::Whoami.name(),
             Request::Help => Verb::Help.name(),
             Request::Version => Verb::Version.name(),
@@ -690,8 +724,8 @@ pub fn split_words(text: &str) -> Result<Vec<String>, RequestError> {
     Ok(words)
 }
 
-/// The verbs. Deliberately closed: pico's `monitor`, `status`, `uptime`, `rss` and our own
-/// `logs` (not built yet) are unknown commands.
+/// The verbs. Deliberately closed: pico's `monitor`, `status`, `uptime` and `rss` are
+/// unknown commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
     Pub,
@@ -701,6 +735,7 @@ enum Verb {
     Grant,
     Revoke,
     Grants,
+    Logs,
     Whoami,
     Help,
     Version,
@@ -716,6 +751,7 @@ impl Verb {
             "grant" => Verb::Grant,
             "revoke" => Verb::Revoke,
             "grants" => Verb::Grants,
+            "logs" => Verb::Logs,
             "whoami" => Verb::Whoami,
             "help" => Verb::Help,
             "version" => Verb::Version,
@@ -732,6 +768,7 @@ impl Verb {
             Verb::Grant => "grant",
             Verb::Revoke => "revoke",
             Verb::Grants => "grants",
+            Verb::Logs => "logs",
             Verb::Whoami => "whoami",
             Verb::Help => "help",
             Verb::Version => "version",
@@ -744,7 +781,7 @@ impl Verb {
         match flag {
             Quiet | Help => true,
             Block | Timeout | Empty => self == Verb::Pub,
-            Keep | Lines => self == Verb::Sub,
+            Keep | Lines => matches!(self, Verb::Sub | Verb::Logs),
             Replay => self == Verb::Pipe,
             Json => matches!(self, Verb::Ls | Verb::Grants),
             Access => matches!(self, Verb::Pub | Verb::Sub | Verb::Pipe),
@@ -760,7 +797,7 @@ impl Verb {
     /// How many positional words the verb takes: a topic, and for `grant`/`revoke` a list.
     fn positionals(self) -> usize {
         match self {
-            Verb::Pub | Verb::Sub | Verb::Pipe => 1,
+            Verb::Pub | Verb::Sub | Verb::Pipe | Verb::Logs => 1,
             Verb::Grant | Verb::Revoke => 2,
             Verb::Ls | Verb::Grants | Verb::Whoami | Verb::Help | Verb::Version => 0,
         }
@@ -1093,6 +1130,18 @@ fn finish(verb: Verb, seen: Seen<'_>) -> Result<Request, RequestError> {
         }
         Verb::Grants => Request::Grants(Ls {
             json: seen.json,
+            common,
+        }),
+        Verb::Logs => Request::Logs(Logs {
+            drain: match topic {
+                None => TopicName(DEFAULT_DRAIN.to_string()),
+                Some(TopicRef {
+                    namespace: Namespace::Own,
+                    name,
+                }) => name,
+                Some(other) => return Err(RequestError::DrainWithOwner(other.to_string())),
+            },
+            lines: seen.lines,
             common,
         }),
         Verb::Whoami => Request::Whoami,
@@ -1449,7 +1498,7 @@ mod tests {
     #[test]
     fn unknown_verbs_are_refused_with_a_hint() {
         for verb in [
-            "monitor", "status", "uptime", "rss", "logs", "PUB", "GRANT", "grants:", "--help",
+            "monitor", "status", "uptime", "rss", "log", "PUB", "GRANT", "grants:", "--help",
         ] {
             assert!(
                 matches!(parse(verb), Err(RequestError::UnknownVerb(_))),
@@ -2414,6 +2463,49 @@ mod tests {
     }
 
     #[test]
+    fn logs_reads_a_drain_by_bare_name() {
+        let logs = |drain: &str, lines, quiet| {
+            Ok(Request::Logs(Logs {
+                drain: TopicName::new(drain).unwrap(),
+                lines,
+                common: Common { quiet },
+            }))
+        };
+        assert_eq!(parse("logs"), logs("logs", None, false));
+        assert_eq!(
+            parse("logs -k"),
+            logs("logs", None, false),
+            "-k is what a drain does"
+        );
+        assert_eq!(parse("logs audit -n 3 -c"), logs("audit", Some(3), true));
+        assert_eq!(parse("logs -n=1 audit"), logs("audit", Some(1), false));
+        assert_eq!(parse("logs -n 2").unwrap().render(), "logs --lines=2 logs");
+        for (bad, text) in [
+            (
+                "logs alice/logs",
+                "logs: a drain is named by a bare name, not owner/name: alice/logs",
+            ),
+            (
+                "logs public/x",
+                "logs: a drain is named by a bare name, not owner/name: public/x",
+            ),
+            ("logs -p x", "logs: unknown flag: -p (try: help)"),
+            ("logs -a bob", "logs: unknown flag: -a (try: help)"),
+            (
+                "logs 'l*'",
+                "bad topic: l* (names are letters, digits and ._:- up to 64, optionally owner/name)",
+            ),
+            ("logs a b", "logs: unexpected argument: b"),
+            (
+                "logs -n 0",
+                "logs: bad value for -n: 0 (expected a whole number from 1 to 4294967295)",
+            ),
+        ] {
+            assert_eq!(parse(bad).unwrap_err().to_string(), text, "{bad}");
+        }
+    }
+
+    #[test]
     fn quiet_and_verb() {
         assert!(parse("sub x -c").unwrap().quiet());
         assert!(!parse("sub x").unwrap().quiet());
@@ -2423,7 +2515,8 @@ mod tests {
         assert!(!parse("revoke x bob").unwrap().quiet());
         assert!(parse("grants -c").unwrap().quiet());
         for verb in [
-            "pub", "sub", "pipe", "ls", "grant", "revoke", "grants", "whoami", "help", "version",
+            "pub", "sub", "pipe", "ls", "grant", "revoke", "grants", "logs", "whoami", "help",
+            "version",
         ] {
             let input = match verb {
                 "sub" => "sub x",
@@ -2572,6 +2665,18 @@ mod tests {
             .prop_map(|(json, common)| Request::Ls(Ls { json, common }));
         let grants = (any::<bool>(), common.clone())
             .prop_map(|(json, common)| Request::Grants(Ls { json, common }));
+        let logs = (
+            topic_name(),
+            proptest::option::of(1..=MAX_LINES),
+            common.clone(),
+        )
+            .prop_map(|(drain, lines, common)| {
+                Request::Logs(Logs {
+                    drain,
+                    lines,
+                    common,
+                })
+            });
         let grant = (any::<bool>(), grant_topic_ref(), grantees(1), common).prop_map(
             |(revoke, topic, list, common)| {
                 let g = GrantReq {
@@ -2593,6 +2698,7 @@ mod tests {
             3 => grant,
             1 => ls,
             1 => grants,
+            2 => logs,
             1 => Just(Request::Whoami),
             1 => Just(Request::Help),
             1 => Just(Request::Version),

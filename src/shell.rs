@@ -57,6 +57,9 @@ usage: ssh HOST COMMAND
         -k  keep listening after publishers leave   -n N  exit after N lines
   pipe [TOPIC] [-p] [-d MODE] [-r] [-c]
         both ways (chat, shared terminals); -r also receives your own writes.
+  logs [DRAIN] [-n N] [-c]
+        your lines of the service logs (the admin's drain DRAIN, default logs),
+        live, one JSON object a line: ssh HOST logs | jq
   ls [--json]      your topics and those shared with you
   grant TOPIC LIST / revoke TOPIC LIST / grants [--json]
         who else may use your topics: LIST is user names or SHA256: key

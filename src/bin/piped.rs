@@ -111,6 +111,7 @@ impl Args {
             max_user_topics: self.max_user_topics,
             max_public_topics: self.max_public_topics,
             max_grant_entries: self.max_grant_entries,
+            drains: None,
         };
         Sources {
             explicit: self.config.is_some(),

@@ -33,6 +33,7 @@ use super::{
     MAX_USER_SESSIONS, MAX_USER_TOPICS, grants,
 };
 use crate::proto::HELLO_DEADLINE;
+use crate::request::{TopicName, UserName};
 
 /// Where the config file lives on an installed system (DESIGN §8).
 pub const DEFAULT_CONFIG: &str = "/etc/pipe/piped.toml";
@@ -127,6 +128,26 @@ pub const EXAMPLE_CONFIG: &str = r#"# /etc/pipe/piped.toml: settings of piped, t
 
 # Grant entries one user may hold over all their topics.
 #max_grant_entries = 512
+
+# ---- Scoped drains (read at start only) ----
+# A drain gives every user a live view of the service log lines that concern them:
+# services publish JSON lines into a feed topic (`pub log-drain -b=false`, or a Rust
+# service through the library's tracing layer), and `ssh host logs` shows a user the
+# lines whose scope field is their name and that are not hidden; admins see every line.
+# Lines that are not one JSON object or are longer than max_line reach no user; the
+# drain's admins get a notice for each. None is declared by default. To declare one,
+# uncomment these lines (the hash and the space after it):
+#
+# [[drain]]
+# name = "logs"                  # what users read: `ssh host logs` (or `sub logs`)
+# feeds = ["svc/log-drain"]      # OWNER/TOPIC of each feed; never public
+# format = "json"                # one JSON object a line (the only format)
+# scope = ["user"]               # fields naming the user a line concerns
+# hidden = "hidden"              # a line with this field set (not false) goes to admins only
+# admins = []                    # users who see every line; root always does
+# admin_group = "adm"            # members of this Unix group see every line
+# max_line = "64K"               # longer lines reach nobody (1K to 16M)
+# events = true                  # also piped's own per-user events: sessions, denials, drops
 "#;
 
 /// The settings a reload can change while sessions run. Every value has a named default
@@ -197,6 +218,7 @@ pub struct Config {
     pub keys_dir: PathBuf,
     pub log_format: LogFormat,
     pub limits: Limits,
+    pub drains: Vec<DrainSpec>,
 }
 
 impl Default for Config {
@@ -209,6 +231,7 @@ impl Default for Config {
             keys_dir: PathBuf::from(DEFAULT_KEYS_DIR),
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            drains: Vec::new(),
         }
     }
 }
@@ -231,6 +254,7 @@ impl Config {
         }
         set(&mut self.keys_dir, &s.keys_dir);
         set(&mut self.log_format, &s.log_format);
+        set(&mut self.drains, &s.drains);
         let l = &mut self.limits;
         set(&mut l.window, &s.window);
         set(&mut l.budget, &s.budget);
@@ -265,6 +289,9 @@ impl Config {
         }
         if self.log_format != new.log_format {
             changed.push("log_format");
+        }
+        if self.drains != new.drains {
+            changed.push("drain");
         }
         changed
     }
@@ -307,6 +334,79 @@ pub struct Settings {
     pub max_public_topics: Option<usize>,
     #[serde(default, deserialize_with = "count")]
     pub max_grant_entries: Option<usize>,
+    /// The `[[drain]]` tables (read at start only).
+    #[serde(default, rename = "drain", deserialize_with = "drains")]
+    pub drains: Option<Vec<DrainSpec>>,
+}
+
+/// Longest line a drain takes by default; longer ones reach no user and are counted
+/// (DESIGN §5a). 64 KiB holds any reasonable log record, twice pico's scanner buffer, and
+/// bounds what the broker buffers per publisher while a line is incomplete.
+pub const DEFAULT_DRAIN_MAX_LINE: usize = 64 * 1024;
+
+/// Bounds of `max_line`: below 1 KiB ordinary records would be refused; above 16 MiB one
+/// publisher's unfinished line would hold more memory than a whole topic window.
+const DRAIN_LINE_RANGE: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+
+/// Longest JSON field name a drain looks up.
+const MAX_FIELD_NAME: usize = 64;
+
+/// One `[[drain]]` table: a scoped drain (DESIGN §5a). Lines published into its feeds
+/// reach each user whose name is in the line's scope field; admins get every line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSpec {
+    /// What users read: `ssh host NAME` when it is `logs`, `logs NAME` or `sub NAME`.
+    #[serde(deserialize_with = "drain_name")]
+    pub name: String,
+    /// The topics whose lines feed the drain, as `(owner, name)`: never public, since
+    /// whoever may publish into a feed may write lines for any user.
+    #[serde(deserialize_with = "feeds")]
+    pub feeds: Vec<(String, String)>,
+    #[serde(default)]
+    pub format: DrainFormat,
+    /// Fields naming the user a line concerns; a line is theirs if any of them (a string,
+    /// or a number for numeric ids) equals the user's name.
+    #[serde(default = "default_scope", deserialize_with = "field_names")]
+    pub scope: Vec<String>,
+    /// A line whose field of this name is `true` reaches admins only.
+    #[serde(default = "default_hidden", deserialize_with = "field_name")]
+    pub hidden: String,
+    /// Users who see every line (root always does).
+    #[serde(default, deserialize_with = "user_names")]
+    pub admins: Vec<String>,
+    /// A Unix group whose members (primary or listed) see every line.
+    #[serde(default, deserialize_with = "name")]
+    pub admin_group: Option<String>,
+    #[serde(default = "default_max_line", deserialize_with = "line_size")]
+    pub max_line: usize,
+    /// Whether piped's own per-user events (sessions, denials, drops) join the drain.
+    #[serde(default = "yes")]
+    pub events: bool,
+}
+
+/// How a drain reads its feeds. Closed: only JSON lines for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainFormat {
+    #[default]
+    Json,
+}
+
+fn default_scope() -> Vec<String> {
+    vec!["user".to_string()]
+}
+
+fn default_hidden() -> String {
+    "hidden".to_string()
+}
+
+fn default_max_line() -> usize {
+    DEFAULT_DRAIN_MAX_LINE
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The keys a config file may hold, for "did you mean".
@@ -327,6 +427,20 @@ const KEYS: &[&str] = &[
     "max_user_topics",
     "max_public_topics",
     "max_grant_entries",
+    "drain",
+];
+
+/// The keys of a `[[drain]]` table, for "did you mean".
+const DRAIN_KEYS: &[&str] = &[
+    "name",
+    "feeds",
+    "format",
+    "scope",
+    "hidden",
+    "admins",
+    "admin_group",
+    "max_line",
+    "events",
 ];
 
 #[derive(Debug, Error)]
@@ -443,6 +557,7 @@ fn key_of_line(text: &str, at: usize) -> Option<&str> {
 /// A known key within two edits of `key`, for a typo's hint.
 fn closest_key(key: &str) -> Option<&'static str> {
     KEYS.iter()
+        .chain(DRAIN_KEYS)
         .map(|k| (edit_distance(key, k), *k))
         .filter(|&(d, _)| d <= 2)
         .min_by_key(|&(d, _)| d)
@@ -493,32 +608,139 @@ pub fn check_size(n: usize) -> Result<usize, String> {
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = usize;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a size such as \"8M\" or a byte count")
+    d.deserialize_any(Size(check_size)).map(Some)
+}
+
+/// A size checked by its own rule (windows and budgets, drain lines).
+struct Size(fn(usize) -> Result<usize, String>);
+
+impl Visitor<'_> for Size {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a size such as \"8M\" or a byte count")
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+        let n = usize::try_from(n).map_err(|_| E::custom(format!("expected a size, got {n}")))?;
+        (self.0)(n).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+        let n = usize::try_from(n).map_err(|_| E::custom(format!("size {n} is too large")))?;
+        (self.0)(n).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
+        let n = parse_size(s).ok_or_else(|| {
+            E::custom(format!(
+                "expected a size such as \"8M\", got \"{}\"",
+                s.escape_default()
+            ))
+        })?;
+        (self.0)(n).map_err(E::custom)
+    }
+}
+
+/// A drain's `max_line`.
+fn line_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    d.deserialize_any(Size(|n| {
+        if DRAIN_LINE_RANGE.contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{n} bytes is outside 1K..=16M"))
         }
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
-            let n =
-                usize::try_from(n).map_err(|_| E::custom(format!("expected a size, got {n}")))?;
-            check_size(n).map_err(E::custom)
-        }
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
-            let n = usize::try_from(n).map_err(|_| E::custom(format!("size {n} is too large")))?;
-            check_size(n).map_err(E::custom)
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
-            let n = parse_size(s).ok_or_else(|| {
-                E::custom(format!(
-                    "expected a size such as \"8M\", got \"{}\"",
-                    s.escape_default()
-                ))
-            })?;
-            check_size(n).map_err(E::custom)
+    }))
+}
+
+/// The drain tables: names unique, since users pick a drain by name.
+fn drains<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<DrainSpec>>, D::Error> {
+    let drains = Vec::<DrainSpec>::deserialize(d)?;
+    for (i, a) in drains.iter().enumerate() {
+        if drains[..i].iter().any(|b| b.name == a.name) {
+            return Err(de::Error::custom(format!(
+                "drain \"{}\" is declared twice",
+                a.name
+            )));
         }
     }
-    d.deserialize_any(V).map(Some)
+    Ok(Some(drains))
+}
+
+fn drain_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    TopicName::new(&s).map_err(|_| {
+        de::Error::custom(format!(
+            "drain name: expected a topic name such as \"logs\", got \"{}\"",
+            s.escape_default()
+        ))
+    })?;
+    Ok(s)
+}
+
+fn feeds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(de::Error::custom(
+            "feeds: a drain needs at least one feed topic",
+        ));
+    }
+    let mut feeds: Vec<(String, String)> = Vec::with_capacity(list.len());
+    for item in &list {
+        let bad = || {
+            de::Error::custom(format!(
+                "feeds: expected OWNER/TOPIC (a user's topic, never public), got \"{}\"",
+                item.escape_default()
+            ))
+        };
+        let (owner, name) = item.split_once('/').ok_or_else(bad)?;
+        let owner = UserName::new(owner).map_err(|_| bad())?;
+        let name = TopicName::new(name).map_err(|_| bad())?;
+        let feed = (owner.as_str().to_string(), name.as_str().to_string());
+        if feeds.contains(&feed) {
+            return Err(de::Error::custom(format!("feeds: {item} is listed twice")));
+        }
+        feeds.push(feed);
+    }
+    Ok(feeds)
+}
+
+fn is_field_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_FIELD_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+fn field_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if is_field_name(&s) {
+        Ok(s)
+    } else {
+        Err(de::Error::custom(format!(
+            "expected a JSON field name such as \"user\", got \"{}\"",
+            s.escape_default()
+        )))
+    }
+}
+
+fn field_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.is_empty() || !list.iter().all(|s| is_field_name(s)) {
+        return Err(de::Error::custom(
+            "scope: expected a list of JSON field names such as [\"user\", \"userId\"]",
+        ));
+    }
+    Ok(list)
+}
+
+fn user_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for s in &list {
+        UserName::new(s).map_err(|_| {
+            de::Error::custom(format!(
+                "admins: expected user names, got \"{}\"",
+                s.escape_default()
+            ))
+        })?;
+    }
+    Ok(list)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -617,8 +839,11 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let settings = parse(&uncommented).expect("example parses");
-        // Every key is there (socket_group has no default to show).
-        for key in KEYS.iter().filter(|&&k| k != "socket_group") {
+        // socket_group has no default to show; drains are tables, shown commented out.
+        for key in KEYS
+            .iter()
+            .filter(|&&k| k != "socket_group" && k != "drain")
+        {
             assert!(
                 uncommented
                     .lines()
@@ -698,7 +923,7 @@ max_grant_entries = 4
     }
 
     #[test]
-    fn a_table_or_drain_section_is_an_unknown_key() {
+    fn a_table_other_than_drain_is_an_unknown_key() {
         let (line, _, reason) = err("window = \"8M\"\n[limits]\nwindow = \"8M\"\n");
         assert_eq!(line, 2);
         assert!(reason.starts_with("unknown key \"limits\""), "{reason}");
@@ -795,6 +1020,90 @@ max_grant_entries = 4
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn the_example_drain_uncommented_is_a_drain() {
+        let start = EXAMPLE_CONFIG.find("# [[drain]]").expect("example drain");
+        let text: String = EXAMPLE_CONFIG[start..]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let drains = parse(&text).expect("example drain parses").drains.unwrap();
+        assert_eq!(
+            drains,
+            [DrainSpec {
+                name: "logs".into(),
+                feeds: vec![("svc".into(), "log-drain".into())],
+                format: DrainFormat::Json,
+                scope: vec!["user".into()],
+                hidden: "hidden".into(),
+                admins: vec![],
+                admin_group: Some("adm".into()),
+                max_line: DEFAULT_DRAIN_MAX_LINE,
+                events: true,
+            }]
+        );
+        let minimal = parse("[[drain]]\nname = \"logs\"\nfeeds = [\"svc/x\"]\n").unwrap();
+        let d = &minimal.drains.unwrap()[0];
+        assert_eq!(
+            (d.scope.clone(), d.hidden.as_str()),
+            (vec!["user".to_string()], "hidden")
+        );
+        let c = Config::default().overlay(&parse("[[drain]]\nname = \"a\"\nfeeds = [\"s/x\"]\n[[drain]]\nname = \"b\"\nfeeds = [\"s/x\"]\n").unwrap());
+        assert_eq!(c.drains.len(), 2, "one feed may feed two drains");
+        assert_eq!(Config::default().restart_only_changes(&c), ["drain"]);
+    }
+
+    #[test]
+    fn bad_drains_are_refused_with_a_reason() {
+        let d =
+            |body: &str| format!("[[drain]]\nname = \"logs\"\nfeeds = [\"svc/log-drain\"]\n{body}");
+        for (text, needle) in [
+            (
+                "[[drain]]\nfeeds = [\"svc/x\"]\n".to_string(),
+                "missing field `name`",
+            ),
+            (
+                "[[drain]]\nname = \"logs\"\n".to_string(),
+                "missing field `feeds`",
+            ),
+            (
+                "[[drain]]\nname = \"logs\"\nfeeds = []\n".to_string(),
+                "at least one feed",
+            ),
+            (
+                "[[drain]]\nname = \"a/b\"\nfeeds = [\"s/x\"]\n".to_string(),
+                "drain name",
+            ),
+            (
+                "[[drain]]\nname = \"l\"\nfeeds = [\"public/x\"]\n".to_string(),
+                "never public",
+            ),
+            (
+                "[[drain]]\nname = \"l\"\nfeeds = [\"x\"]\n".to_string(),
+                "OWNER/TOPIC",
+            ),
+            (
+                "[[drain]]\nname = \"l\"\nfeeds = [\"s/x\", \"s/x\"]\n".to_string(),
+                "listed twice",
+            ),
+            (format!("{}{}", d(""), d("")), "declared twice"),
+            (d("max_line = \"100\"\n"), "outside 1K..=16M"),
+            (d("max_line = \"1G\"\n"), "outside 1K..=16M"),
+            (d("scope = []\n"), "scope"),
+            (d("scope = [\"a b\"]\n"), "scope"),
+            (d("hidden = \"\"\n"), "JSON field name"),
+            (d("format = \"text\"\n"), "unknown variant `text`"),
+            (d("admins = [\"Root!\"]\n"), "admins"),
+            (
+                d("event = true\n"),
+                "unknown key \"event\" (did you mean \"events\"?)",
+            ),
+        ] {
+            let (_, _, reason) = err(&text);
+            assert!(reason.contains(needle), "{text:?}: {reason}");
+        }
     }
 
     #[test]

@@ -11,10 +11,11 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::PatternGuard;
+use super::drains::{DROP_NOTICE_EVERY, Watcher};
 use super::fdio::{Fd, MAX_IOV};
 use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
@@ -234,6 +235,61 @@ pub async fn deliver_many(ctx: &Ctx, w: Wildcard, out: &Fd, mut lines: Option<u6
             _ = sleep(IDLE_CHECK) => if out.peer_gone() { return OK; },
             _ = kill.cancelled() => return dropped(),
             _ = ctx.cancel.cancelled() => return shutting_down(),
+        }
+    }
+}
+
+/// A `logs` session: writes the lines its drain queues for it until the client leaves, its
+/// `-n` lines are written, it stalls, or the broker stops (after writing what was queued).
+/// Lines it missed for being too slow are said on stderr, at most once a second.
+pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u64>) -> Outcome {
+    let mut missed = 0u64;
+    let mut told = Instant::now() - DROP_NOTICE_EVERY;
+    loop {
+        missed += w.take_missed();
+        if missed > 0 && told.elapsed() >= DROP_NOTICE_EVERY {
+            ctx.status(format!("logs: {missed} lines missed: reading too slowly"));
+            (missed, told) = (0, Instant::now());
+        }
+        let most = lines.map_or(MAX_IOV, |left| MAX_IOV.min(left as usize));
+        let batch = w.peek(most);
+        if batch.is_empty() {
+            if ctx.broker.soft.is_cancelled() {
+                return shutting_down();
+            }
+            tokio::select! {
+                _ = w.wake.notified() => {}
+                _ = sleep(IDLE_CHECK) => if out.peer_gone() { return OK; },
+                _ = ctx.broker.soft.cancelled() => {}
+                _ = ctx.cancel.cancelled() => return shutting_down(),
+            }
+            continue;
+        }
+        let stall = ctx.broker.limits().stall_timeout;
+        let written = tokio::select! {
+            r = tokio::time::timeout(stall, out.write_some(&batch)) => r,
+            _ = ctx.cancel.cancelled() => return shutting_down(),
+        };
+        let mut n = match written {
+            Ok(Ok(n)) => n,
+            // The reader went away: a normal end, as for a subscriber.
+            Ok(Err(_)) => return OK,
+            Err(_) => return dropped(),
+        };
+        w.consume(n);
+        if let Some(left) = lines.as_mut() {
+            // Queued lines are whole and end in a newline, so each fully written one is a
+            // complete line.
+            for line in &batch {
+                if n < line.len() {
+                    break;
+                }
+                n -= line.len();
+                *left -= 1;
+            }
+            if *left == 0 {
+                return OK;
+            }
         }
     }
 }

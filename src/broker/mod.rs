@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod deliver;
+pub mod drains;
 pub mod fdio;
 pub mod grants;
 pub mod identity;
@@ -45,7 +46,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::request::TopicName;
+use config::DrainSpec;
 use deliver::Cursor;
+use drains::Drains;
 use grants::Grants;
 use identity::Identity;
 use tokio::sync::mpsc;
@@ -125,6 +128,8 @@ pub struct Broker {
     /// uid allowed to assert identities (`--user`), if the service account exists.
     pub service_uid: Option<u32>,
     pub grants: Grants,
+    /// The scoped drains declared in the config (fixed at start).
+    pub drains: Drains,
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
     /// Wildcard subscriptions, attached to every matching topic as it is created.
     patterns: Mutex<Vec<Pattern>>,
@@ -166,6 +171,7 @@ impl Broker {
     pub fn new(limits: Limits, service_uid: Option<u32>, grants: Grants) -> Broker {
         Broker {
             grants: grants.with_max_entries(limits.max_grant_entries),
+            drains: Drains::default(),
             budget: Arc::new(Budget::new(limits.budget)),
             connections: Arc::new(AtomicUsize::new(0)),
             limits: RwLock::new(Arc::new(limits)),
@@ -177,6 +183,12 @@ impl Broker {
             soft: CancellationToken::new(),
             hard: CancellationToken::new(),
         }
+    }
+
+    /// This broker with the drains `specs` declare, sharing its buffer budget.
+    pub fn with_drains(mut self, specs: &[DrainSpec]) -> Broker {
+        self.drains = Drains::new(specs, &self.budget);
+        self
     }
 
     /// The limits in force now. Read at each decision rather than kept, so a reload
@@ -575,7 +587,12 @@ pub async fn run(config: Config, sources: Sources) -> Result<(), BrokerError> {
         None => Grants::in_memory(),
     };
     raise_descriptor_limit();
-    let broker = Arc::new(Broker::new(config.limits.clone(), service_uid, grants));
+    let broker = Arc::new(
+        Broker::new(config.limits.clone(), service_uid, grants).with_drains(&config.drains),
+    );
+    for d in &config.drains {
+        info!(drain = %d.name, feeds = ?d.feeds, "drain declared");
+    }
     let mut running = config;
     let tracker = TaskTracker::new();
     let mut watchdog = systemd::watchdog_interval().map(|every| {

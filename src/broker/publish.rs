@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::BUDGET_GRACE;
+use super::drains::Feed;
 use super::fdio::Fd;
 use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Append, CHUNK, Topic};
@@ -142,12 +143,14 @@ impl Drop for Publisher<'_> {
 }
 
 /// Reads the session's stdin into chunks and offers them until end of input (or shutdown).
-/// Returns the stream offset after this publisher's last chunk that was taken.
+/// On a drain's feed topic every read also goes through the publisher's line splitter
+/// (`feed`). Returns the stream offset after this publisher's last chunk that was taken.
 pub async fn pump(
     ctx: &Ctx,
     topic: &Topic,
     input: &Fd,
     offer: &Offer<'_>,
+    mut feed: Option<&mut Feed>,
 ) -> Result<Option<u64>, Outcome> {
     let mut cutter = Cutter::new(offer.dispatch == Dispatch::RoundRobin);
     let mut scratch = vec![0u8; CHUNK];
@@ -166,10 +169,16 @@ pub async fn pump(
         if n == 0 {
             break;
         }
+        if let Some(feed) = feed.as_deref_mut() {
+            feed.push(&scratch[..n]);
+        }
         cutter.push(&scratch[..n]);
         while let Some(chunk) = cutter.next_chunk() {
             end = offer.send(ctx, topic, chunk).await?.or(end);
         }
+    }
+    if let Some(feed) = feed {
+        feed.finish();
     }
     if let Some(chunk) = cutter.finish() {
         end = offer.send(ctx, topic, chunk).await?.or(end);

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::deliver::{Subscriber, Wildcard, deliver, deliver_many};
+use super::deliver::{Subscriber, Wildcard, deliver, deliver_drain, deliver_many};
+use super::drains::EVENTS;
 use super::fdio::Fd;
 use super::grants::GrantsError;
 use super::identity::{self, Identity};
@@ -122,11 +123,19 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
     };
     let request = match Request::parse(hello.request.as_bytes()) {
         Ok(r) => r,
-        Err(e) => return reply(stream, fail(Exit::Usage, e.to_string())).await,
+        Err(e) => {
+            let out = fail(Exit::Usage, e.to_string());
+            ended(None, &who.user, &out);
+            return reply(stream, out).await;
+        }
     };
     let admission = match broker.admit(&who.user) {
         Ok(a) => a,
-        Err(r) => return reply(stream, refused(r)).await,
+        Err(r) => {
+            let out = refused(r);
+            ended(None, &who.user, &out);
+            return reply(stream, out).await;
+        }
     };
 
     let (rd, mut wr) = stream.into_split();
@@ -134,7 +143,13 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
     let cancel = broker.hard.child_token();
     let client_gone = CancellationToken::new();
     let id = broker.next_id();
-    info!(session = id, user = %who.user, request = %hello.request, "session start");
+    // A `logs` session is not an event of its own: it would fill the very stream it reads.
+    let watching = matches!(request, Request::Logs(_));
+    if watching {
+        info!(session = id, user = %who.user, request = %hello.request, "session start");
+    } else {
+        info!(target: EVENTS, session = id, user = %who.user, request = %hello.request, "session started");
+    }
     let ctx = Ctx {
         broker: broker.clone(),
         id,
@@ -161,8 +176,10 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
     watcher.abort();
     if client_gone.is_cancelled() {
         info!(session = id, "session end: client gone");
+    } else if watching && outcome.0 == Exit::Ok {
+        info!(session = id, exit = 0, "session end");
     } else {
-        info!(session = id, exit = outcome.0.code(), "session end");
+        ended(Some(id), &ctx.who.user, &outcome);
     }
     let (code, message) = outcome;
     // The session is over before its client hears so: a client that has its final status
@@ -171,6 +188,17 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
     let _ = ctx.ctl.send(ToClient::Exit { code, message }).await;
     drop(ctx);
     let _ = writer.await;
+}
+
+/// The event of a session's end (or of a request refused before one began), for the user's
+/// drains: why it ended is what a user most needs to see there (DESIGN §5a).
+fn ended(session: Option<SessionId>, user: &str, (code, message): &Outcome) {
+    let reason = message.as_deref().unwrap_or("");
+    if *code == Exit::Ok {
+        info!(target: EVENTS, session, user, exit = 0, "session ended");
+    } else {
+        warn!(target: EVENTS, session, user, exit = code.code(), reason, "session ended: {reason}");
+    }
 }
 
 /// Sends the final status on a connection that never got as far as a session.
@@ -211,6 +239,7 @@ async fn serve(ctx: &Ctx, request: Request, fds: Vec<OwnedFd>) -> Outcome {
                 change_grant(ctx, &g, GrantChange::Remove, &open(stdout)?).await?
             }
             Request::Grants(ls) => list_grants(ctx, ls.json, &open(stdout)?).await,
+            Request::Logs(l) => logs(ctx, l.drain.as_str(), l.lines, open(stdout)?).await?,
             // pipe-shell answers these itself; a client that sends them anyway gets nothing.
             Request::Help | Request::Version => OK,
         })
@@ -380,6 +409,7 @@ fn random_name() -> std::io::Result<String> {
 }
 
 async fn publish(ctx: &Ctx, p: &Pub, input: Fd, client: Fd) -> Result<Outcome, Outcome> {
+    not_a_drain(ctx, p.topic.as_ref())?;
     let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access)?;
     let topic: &Topic = &held.topic;
     let work = async {
@@ -398,19 +428,26 @@ async fn publish_to(
     client: &Fd,
 ) -> Result<Outcome, Outcome> {
     let publisher = Publisher::attach(topic);
+    // A drain always takes a feed's lines: a publisher into a feed never waits for a
+    // receiver, and raw subscribers get what arrives while they are there.
+    let mut feed = ctx.broker.drains.feed(&topic.key);
     let offer = Offer {
         dispatch: p.dispatch,
-        block: p.block,
+        block: p.block && feed.is_none(),
         timeout: p.timeout,
         client,
     };
-    if p.block {
+    if offer.block {
         offer.wait_for_receiver(ctx, topic).await?;
     }
     let end = if p.empty {
+        if let Some(feed) = feed.as_mut() {
+            feed.push(b"\0");
+            feed.finish();
+        }
         offer.send(ctx, topic, Bytes::from_static(b"\0")).await?
     } else {
-        pump(ctx, topic, input, &offer).await?
+        pump(ctx, topic, input, &offer, feed.as_mut()).await?
     };
     if p.dispatch == Dispatch::RoundRobin {
         // Workers stay until every chunk is written, so a share handed back by one that
@@ -426,6 +463,15 @@ async fn publish_to(
 }
 
 async fn subscribe(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
+    if let Some(drain) = drain_named(ctx, Some(&s.topic)) {
+        if s.access.is_some() {
+            return Err(fail(
+                Exit::Usage,
+                format!("{drain} is a drain: it takes no grant"),
+            ));
+        }
+        return logs(ctx, drain, s.lines, output).await;
+    }
     if s.topic.name.is_pattern() {
         return wildcard(ctx, s, output).await;
     }
@@ -433,6 +479,41 @@ async fn subscribe(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
     let sub = Subscriber::attach(&held.topic, ctx.id, false, !s.keep);
     let work = deliver(ctx, &sub, &output, s.lines);
     Ok(unless_revoked(ctx, &held.topic.key, access, work).await)
+}
+
+/// The declared drain a bare topic name names: drains take precedence over the caller's own
+/// topic of the same name, so `sub logs` reads the drain.
+fn drain_named<'a>(ctx: &Ctx, topic: Option<&'a Named>) -> Option<&'a str> {
+    let t = topic?;
+    let name = t.name.as_str();
+    (t.namespace == Namespace::Own && ctx.broker.drains.get(name).is_some()).then_some(name)
+}
+
+/// Refuses to write into a drain's name: its lines come from its feeds.
+fn not_a_drain(ctx: &Ctx, topic: Option<&Named>) -> Result<(), Outcome> {
+    match drain_named(ctx, topic) {
+        Some(name) => Err(fail(
+            Exit::Usage,
+            format!("{name} is a drain: read it with `sub {name}`; services write into its feed"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `logs [DRAIN]` (or `sub DRAIN`): the caller's lines of a drain, or every line for its
+/// admins, until the client leaves.
+async fn logs(ctx: &Ctx, name: &str, lines: Option<u64>, out: Fd) -> Result<Outcome, Outcome> {
+    let Some(drain) = ctx.broker.drains.get(name).cloned() else {
+        return Err(fail(Exit::Denied, format!("no such drain: {name}")));
+    };
+    let (d, who) = (drain.clone(), ctx.who.clone());
+    // The admin group is looked up in the system's user database, which may block.
+    let admin = tokio::task::spawn_blocking(move || d.is_admin(&who))
+        .await
+        .unwrap_or(false);
+    let watch = drain.watch(&ctx.who.user, admin);
+    info!(session = ctx.id, drain = name, admin, "watching a drain");
+    Ok(deliver_drain(ctx, &watch.watcher, &out, lines).await)
 }
 
 /// `sub 'logs-*'`: every matching topic the caller may use, now and later. Matching is
@@ -470,8 +551,10 @@ async fn wildcard(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
 }
 
 async fn pipe(ctx: &Ctx, p: &PipeReq, input: Fd, output: Fd) -> Result<Outcome, Outcome> {
+    not_a_drain(ctx, p.topic.as_ref())?;
     let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access)?;
     let topic: &Topic = &held.topic;
+    let mut feed = ctx.broker.drains.feed(&topic.key);
     let sub = Subscriber::attach(topic, ctx.id, p.replay, false);
     let _room = Room::join(topic, ctx);
     // A pipe never waits for receivers: what nobody hears is dropped (DESIGN §3).
@@ -484,7 +567,7 @@ async fn pipe(ctx: &Ctx, p: &PipeReq, input: Fd, output: Fd) -> Result<Outcome, 
     // Receiving goes on while this client's last writes are delivered (with `-r` it is
     // one of their receivers), so the drain lives inside the publishing future.
     let publishing = async {
-        match pump(ctx, topic, &input, &offer).await {
+        match pump(ctx, topic, &input, &offer, feed.as_mut()).await {
             Ok(end) => finish_publishing(ctx, topic, end).await,
             Err(o) => o,
         }

@@ -170,15 +170,15 @@ impl Budget {
         data_len + CHUNK_OVERHEAD
     }
 
-    fn add(&self, n: usize) {
+    pub(super) fn add(&self, n: usize) {
         self.used.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn sub(&self, n: usize) {
+    pub(super) fn sub(&self, n: usize) {
         self.used.fetch_sub(n as u64, Ordering::Relaxed);
     }
 
-    fn has_room(&self, data_len: usize) -> bool {
+    pub(super) fn has_room(&self, data_len: usize) -> bool {
         self.used.load(Ordering::Relaxed) + Self::cost(data_len) as u64
             <= self.limit.load(Ordering::Relaxed)
     }

@@ -826,6 +826,18 @@ impl Harness {
         c
     }
 
+    /// A local `pipe-shell` run as Unix user `account` (a service on the broker's host).
+    pub fn pipe_shell_as(&self, account: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let user = nix::unistd::User::from_name(account)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no account {account}"));
+        let mut c = self.pipe_shell();
+        c.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        c
+    }
+
     /// Sends `sig` to the broker.
     pub fn signal_broker(&self, sig: Signal) {
         send_signal(self.piped.as_ref().expect("no broker running").id(), sig);

@@ -52,7 +52,12 @@ impl Team {
     /// A harness in `mode` with two members (`alice`, `bob`; in [`Mode::UnixUsers`] the
     /// accounts `pipetest` and `pipetest2`).
     pub fn start(mode: Mode) -> Team {
-        let mut b = Harness::builder();
+        Self::start_with(mode, &[])
+    }
+
+    /// [`Team::start`] with a broker started with extra arguments (`--config FILE`).
+    pub fn start_with(mode: Mode, broker_args: &[&str]) -> Team {
+        let mut b = Harness::builder().broker_args(broker_args);
         if mode == Mode::ForceCommand {
             b = b.sshd_config(&format!(
                 "Match User {SERVICE_USER}\n\

@@ -1,0 +1,567 @@
+//! Scoped drains (DESIGN §5a): `ssh host logs` shows each user the lines of the service
+//! logs that concern them.
+//!
+//! The admin declares a drain in `piped.toml` ([`DrainSpec`]): its name, the feed topics
+//! services publish JSON lines into, the scope fields naming the user a line concerns and
+//! the field that hides a line from users. A publisher on a feed topic hands every line to
+//! the drains it feeds as it reads them ([`Feed`]), in its own session task: each line is
+//! parsed once per drain, whatever the number of watchers, and then goes only to the
+//! watchers it concerns: the users its scope fields name (unless hidden) and the drain's
+//! admins. The feed topic stays an ordinary topic: its owner (and those they grant) can
+//! still read it raw.
+//!
+//! A watcher holds a bounded queue of whole lines ([`WATCH_QUEUE`], also charged to the
+//! broker's global budget). A drain never paces its feeds: services publish with
+//! `-b=false` and must never be held up by a reader, so a watcher that falls a queue behind
+//! misses lines (counted, and said on its stderr at most once a second), and one whose
+//! output does not move for the stall timeout is dropped (exit 5), as subscribers are.
+//!
+//! Lines that are not a JSON object, or are longer than the drain's `max_line`, reach no
+//! user. They are counted, and each one is reported to the drain's admins as a hidden
+//! notice line naming the reason and the running counts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::config::DrainSpec;
+use super::identity::Identity;
+use super::lock;
+use super::topic::{Budget, Owner, TopicKey};
+
+/// Bytes of whole lines queued per watcher. Enough for a burst of a few thousand log lines
+/// while the reader's ssh catches up; beyond it the watcher misses lines rather than hold
+/// the services' feeds back.
+pub const WATCH_QUEUE: usize = 256 * 1024;
+
+/// How often a watcher that misses lines is told so, at most.
+pub const DROP_NOTICE_EVERY: Duration = Duration::from_secs(1);
+
+/// How much of a rejected line an admin notice quotes: enough to recognise it.
+const NOTICE_QUOTE: usize = 200;
+
+/// The tracing target of piped's own per-user events (sessions, denials, drops), which
+/// drains with `events = true` take in as lines of service `piped`.
+pub const EVENTS: &str = "pipe::event";
+
+/// Every drain the admin declared, and which topics feed them.
+#[derive(Default)]
+pub struct Drains {
+    all: Vec<Arc<Drain>>,
+    by_feed: HashMap<TopicKey, Vec<Arc<Drain>>>,
+}
+
+impl Drains {
+    pub fn new(specs: &[DrainSpec], budget: &Arc<Budget>) -> Drains {
+        let mut drains = Drains::default();
+        for spec in specs {
+            let drain = Arc::new(Drain::new(spec.clone(), budget.clone()));
+            for (owner, name) in &spec.feeds {
+                let key = TopicKey {
+                    owner: Owner::User(owner.clone()),
+                    name: name.clone(),
+                };
+                drains.by_feed.entry(key).or_default().push(drain.clone());
+            }
+            drains.all.push(drain);
+        }
+        drains
+    }
+
+    /// The drain users reach by this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Drain>> {
+        self.all.iter().find(|d| d.spec.name == name)
+    }
+
+    /// The line splitter a publisher on `key` feeds its input through, if `key` is a feed.
+    pub fn feed(&self, key: &TopicKey) -> Option<Feed> {
+        let drains = self.by_feed.get(key)?.clone();
+        let max_line = drains.iter().map(|d| d.spec.max_line).max().unwrap_or(0);
+        Some(Feed {
+            drains,
+            partial: BytesMut::new(),
+            skipping: None,
+            max_line,
+        })
+    }
+
+    /// One of piped's own events, already a JSON line: into every drain that takes them.
+    pub fn event(&self, line: &[u8]) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        for d in self.all.iter().filter(|d| d.spec.events) {
+            d.ingest(line);
+        }
+    }
+}
+
+/// A publisher's line splitter on a feed topic: its own partial line, so lines of
+/// concurrent publishers never mix.
+pub struct Feed {
+    drains: Vec<Arc<Drain>>,
+    partial: BytesMut,
+    /// A line already over every drain's limit, skipped to its end.
+    skipping: Option<Skipped>,
+    max_line: usize,
+}
+
+/// What is kept of an over-long line while it is skipped: its length and its start.
+struct Skipped {
+    len: usize,
+    quote: Vec<u8>,
+}
+
+impl Feed {
+    /// Takes a chunk of the publisher's input as read.
+    pub fn push(&mut self, mut data: &[u8]) {
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            let part = &data[..end];
+            data = &data[end + 1..];
+            if let Some(skipped) = self.skipping.take() {
+                let len = skipped.len + part.len();
+                self.each(|d| d.too_long(len, &skipped.quote));
+            } else if self.partial.is_empty() {
+                self.each(|d| d.ingest(part));
+            } else {
+                self.partial.extend_from_slice(part);
+                let line = self.partial.split();
+                self.each(|d| d.ingest(&line));
+            }
+        }
+        if data.is_empty() {
+            return;
+        }
+        if let Some(skipped) = self.skipping.as_mut() {
+            skipped.len += data.len();
+        } else if self.partial.len() + data.len() > self.max_line {
+            // From here only the length is kept: a publisher holds at most max_line.
+            let mut quote = self.partial.split().to_vec();
+            quote.extend_from_slice(data);
+            let len = quote.len();
+            quote.truncate(NOTICE_QUOTE);
+            self.skipping = Some(Skipped { len, quote });
+        } else {
+            self.partial.extend_from_slice(data);
+        }
+    }
+
+    /// The publisher's input ended: an unterminated last line is a line.
+    pub fn finish(&mut self) {
+        if let Some(skipped) = self.skipping.take() {
+            self.each(|d| d.too_long(skipped.len, &skipped.quote));
+        } else if !self.partial.is_empty() {
+            let line = self.partial.split();
+            self.each(|d| d.ingest(&line));
+        }
+    }
+
+    fn each(&self, f: impl Fn(&Drain)) {
+        for d in &self.drains {
+            f(d);
+        }
+    }
+}
+
+/// One declared drain: its settings, its watchers and its counts.
+pub struct Drain {
+    pub spec: DrainSpec,
+    watchers: Mutex<Watchers>,
+    budget: Arc<Budget>,
+    pub counts: Counts,
+}
+
+/// A drain's running counts, for its admins.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Lines taken in, valid or not.
+    pub lines: AtomicU64,
+    /// Lines that were not one JSON object.
+    pub invalid: AtomicU64,
+    /// Lines over `max_line`.
+    pub too_long: AtomicU64,
+    /// Line copies a watcher missed because its queue was full.
+    pub missed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Watchers {
+    by_user: HashMap<String, Vec<Arc<Watcher>>>,
+    admins: Vec<Arc<Watcher>>,
+}
+
+impl Drain {
+    fn new(spec: DrainSpec, budget: Arc<Budget>) -> Drain {
+        Drain {
+            spec,
+            watchers: Mutex::new(Watchers::default()),
+            budget,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Whether `who` sees every line: root, a listed admin, or a member of the admin
+    /// group. May read the group database: call it off the async threads.
+    pub fn is_admin(&self, who: &Identity) -> bool {
+        who.admin
+            || self.spec.admins.contains(&who.user)
+            || self
+                .spec
+                .admin_group
+                .as_deref()
+                .is_some_and(|g| in_group(&who.user, g))
+    }
+
+    /// Adds a watcher: `admin` ones get every line, others the lines naming `user`.
+    pub fn watch(self: &Arc<Self>, user: &str, admin: bool) -> Watch {
+        let watcher = Arc::new(Watcher {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            budget: self.budget.clone(),
+        });
+        let mut w = lock(&self.watchers);
+        if admin {
+            w.admins.push(watcher.clone());
+        } else {
+            w.by_user
+                .entry(user.to_string())
+                .or_default()
+                .push(watcher.clone());
+        }
+        Watch {
+            drain: self.clone(),
+            user: (!admin).then(|| user.to_string()),
+            watcher,
+        }
+    }
+
+    /// One line from a feed (without its newline): parsed once, then copied once into
+    /// the queue of every watcher it concerns.
+    fn ingest(&self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.counts.lines.fetch_add(1, Ordering::Relaxed);
+        if line.len() > self.spec.max_line {
+            return self.too_long(line.len(), &line[..NOTICE_QUOTE.min(line.len())]);
+        }
+        let Some(scan) = scan(line, &self.spec.scope, &self.spec.hidden) else {
+            self.counts.invalid.fetch_add(1, Ordering::Relaxed);
+            let quote = &line[..line.len().min(NOTICE_QUOTE)];
+            return self.notice("line rejected: not one JSON object", line.len(), quote);
+        };
+        let w = lock(&self.watchers);
+        let mine = (!scan.hidden)
+            .then(|| scan.users.iter().filter_map(|u| w.by_user.get(u)))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let mut targets = w.admins.iter().chain(mine).peekable();
+        if targets.peek().is_none() {
+            return;
+        }
+        let mut copy = BytesMut::with_capacity(line.len() + 1);
+        copy.extend_from_slice(line);
+        copy.extend_from_slice(b"\n");
+        let copy = copy.freeze();
+        let mut missed = 0;
+        for t in targets {
+            if !t.offer(&copy) {
+                missed += 1;
+            }
+        }
+        if missed > 0 {
+            self.counts.missed.fetch_add(missed, Ordering::Relaxed);
+        }
+    }
+
+    fn too_long(&self, len: usize, quote: &[u8]) {
+        self.counts.too_long.fetch_add(1, Ordering::Relaxed);
+        let reason = format!("line rejected: longer than {} bytes", self.spec.max_line);
+        self.notice(&reason, len, quote);
+    }
+
+    /// Tells the drain's admins about a line no user got, with the running counts.
+    fn notice(&self, message: &str, bytes: usize, quote: &[u8]) {
+        let w = lock(&self.watchers);
+        if w.admins.is_empty() {
+            return;
+        }
+        let line = serde_json::json!({
+            "time": crate::timefmt::rfc3339(std::time::SystemTime::now()),
+            "level": "WARN",
+            "target": "pipe::drain",
+            "message": message,
+            "drain": self.spec.name,
+            "bytes": bytes,
+            "line": String::from_utf8_lossy(quote),
+            "invalid": self.counts.invalid.load(Ordering::Relaxed),
+            "too_long": self.counts.too_long.load(Ordering::Relaxed),
+            "service": "piped",
+            &self.spec.hidden: true,
+        });
+        let mut text = line.to_string().into_bytes();
+        text.push(b'\n');
+        let text = Bytes::from(text);
+        for a in &w.admins {
+            a.offer(&text);
+        }
+    }
+}
+
+/// Whether Unix user `user` is in group `group`, as its primary group or a listed member.
+fn in_group(user: &str, group: &str) -> bool {
+    use nix::unistd::{Group, User};
+    let Ok(Some(g)) = Group::from_name(group) else {
+        return false;
+    };
+    g.mem.iter().any(|m| m == user)
+        || User::from_name(user).is_ok_and(|u| u.is_some_and(|u| u.gid == g.gid))
+}
+
+/// A watcher's place in its drain, removed however the session ends.
+pub struct Watch {
+    drain: Arc<Drain>,
+    /// `None` for an admin.
+    user: Option<String>,
+    pub watcher: Arc<Watcher>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut w = lock(&self.drain.watchers);
+        let mine = |x: &Arc<Watcher>| !Arc::ptr_eq(x, &self.watcher);
+        match &self.user {
+            None => w.admins.retain(mine),
+            Some(u) => {
+                if let Some(list) = w.by_user.get_mut(u) {
+                    list.retain(mine);
+                    if list.is_empty() {
+                        w.by_user.remove(u);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One `logs` session's queue of whole lines.
+pub struct Watcher {
+    queue: Mutex<Queue>,
+    pub wake: Notify,
+    budget: Arc<Budget>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Whole lines, except that the front one may have been partly written.
+    lines: VecDeque<Bytes>,
+    bytes: usize,
+    /// Lines missed since the watcher last took the count.
+    missed: u64,
+}
+
+impl Watcher {
+    /// Queues a line unless the queue or the global budget is full.
+    fn offer(&self, line: &Bytes) -> bool {
+        let mut q = lock(&self.queue);
+        if q.bytes + line.len() > WATCH_QUEUE || !self.budget.has_room(line.len()) {
+            q.missed += 1;
+            return false;
+        }
+        self.budget.add(line.len());
+        q.bytes += line.len();
+        q.lines.push_back(line.clone());
+        drop(q);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Up to `max` queued lines from the front (the first maybe partly written already).
+    pub fn peek(&self, max: usize) -> Vec<Bytes> {
+        lock(&self.queue).lines.iter().take(max).cloned().collect()
+    }
+
+    /// Records that `n` bytes from the front were written.
+    pub fn consume(&self, mut n: usize) {
+        let mut q = lock(&self.queue);
+        let before = q.bytes;
+        while n > 0 {
+            let Some(front) = q.lines.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                q.lines.pop_front();
+            } else {
+                *front = front.slice(n..);
+                n = 0;
+            }
+        }
+        q.bytes = q.lines.iter().map(Bytes::len).sum();
+        self.budget.sub(before - q.bytes);
+    }
+
+    /// Lines missed since the last call.
+    pub fn take_missed(&self) -> u64 {
+        std::mem::take(&mut lock(&self.queue).missed)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let q = lock(&self.queue);
+        self.budget.sub(q.bytes);
+    }
+}
+
+/// What a drain needs from a line: the users its scope fields name and whether it is
+/// hidden.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Scan {
+    users: Vec<String>,
+    hidden: bool,
+}
+
+/// Reads one line as a JSON object, keeping only the scope and hidden fields; `None` if it
+/// is anything else. A repeated scope or hidden field is refused: readers disagree on which
+/// of two values counts (`jq` takes the last), so such a line could show one user's name
+/// to the drain and another's to the reader.
+fn scan(line: &[u8], scope: &[String], hidden: &str) -> Option<Scan> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let scan = ScanSeed { scope, hidden }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(scan)
+}
+
+#[derive(Clone, Copy)]
+struct ScanSeed<'a> {
+    scope: &'a [String],
+    hidden: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for ScanSeed<'_> {
+    type Value = Scan;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scan, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScanSeed<'_> {
+    type Value = Scan;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scan, A::Error> {
+        let mut scan = Scan::default();
+        let mut seen = vec![false; self.scope.len() + 1];
+        while let Some(field) = map.next_key_seed(FieldSeed(self))? {
+            let Some(i) = field else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(de::Error::custom("repeated scope or hidden field"));
+            }
+            let value = map.next_value::<Value>()?;
+            if i == self.scope.len() {
+                scan.hidden = !matches!(value, Value::Bool(false) | Value::Null);
+            } else {
+                match value {
+                    Value::String(s) => scan.users.push(s),
+                    Value::Number(n) => scan.users.push(n.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(scan)
+    }
+}
+
+/// A key: `Some(i)` for the i-th scope field, `Some(scope.len())` for the hidden field,
+/// `None` for any other (compared in place, never copied).
+struct FieldSeed<'a>(ScanSeed<'a>);
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for FieldSeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        let ScanSeed { scope, hidden } = self.0;
+        Ok(scope
+            .iter()
+            .position(|f| f == key)
+            .or((key == hidden).then_some(scope.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Vec<String> {
+        vec!["user".into(), "userId".into()]
+    }
+
+    fn sc(line: &str) -> Option<Scan> {
+        scan(line.as_bytes(), &scope(), "hidden")
+    }
+
+    #[test]
+    fn a_line_names_its_users_and_may_be_hidden() {
+        assert_eq!(
+            sc(r#"{"msg":"x","user":"alice","n":[1,{"user":"bob"}]}"#),
+            Some(Scan {
+                users: vec!["alice".into()],
+                hidden: false
+            })
+        );
+        let s = sc(r#"{"userId":42,"user":"bob","hidden":true}"#).unwrap();
+        assert_eq!(s.users, ["42", "bob"]);
+        assert!(s.hidden);
+        assert!(!sc(r#"{"user":"a","hidden":false}"#).unwrap().hidden);
+        assert!(!sc(r#"{"user":"a","hidden":null}"#).unwrap().hidden);
+        assert!(
+            sc(r#"{"user":"a","hidden":"yes"}"#).unwrap().hidden,
+            "anything but false hides"
+        );
+        assert_eq!(sc(r#"{"user":{"name":"a"}}"#).unwrap().users.len(), 0);
+        assert_eq!(sc(r#"{"us\u0065r":"alice"}"#).unwrap().users, ["alice"]);
+    }
+
+    #[test]
+    fn only_one_json_object_per_line_is_a_line() {
+        for bad in [
+            "",
+            "garbage",
+            "[1,2]",
+            "\"user\"",
+            r#"{"user":"a"} {"user":"b"}"#,
+            r#"{"user":"a""#,
+            r#"{"user":"a","user":"b"}"#,
+            r#"{"hidden":false,"hidden":true}"#,
+        ] {
+            assert_eq!(sc(bad), None, "{bad}");
+        }
+        assert!(
+            sc(" {\"user\":\"a\"}\r").is_some(),
+            "JSON whitespace around is fine"
+        );
+    }
+}
