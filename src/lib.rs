@@ -27,6 +27,9 @@
 //! - [`admin`]: `pipe-admin`: the key directory, the managed block of the service account's
 //!   authorized_keys, the command line over both, and `doctor` ([`admin::doctor`]), which
 //!   checks sshd, the account, the socket and the keys against each other.
+//! - [`drain`] (feature `drain`, on by default): a `tracing` layer that ships a Rust
+//!   service's logs as JSON lines into a topic (`log-drain`) through the broker socket or
+//!   ssh, without ever blocking the service.
 //! - `src/bin/`: the binaries, a few lines each around the library.
 //!
 //! # Decisions beyond DESIGN.md
@@ -111,6 +114,8 @@
 
 pub mod admin;
 pub mod broker;
+#[cfg(feature = "drain")]
+pub mod drain;
 pub mod exit;
 pub mod proto;
 pub mod request;

@@ -10,10 +10,12 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::team::{Mode, Team};
 use common::*;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// A broker config declaring the drain `logs`, fed by `pipetest/log-drain`, with carol as
@@ -163,4 +165,170 @@ fn the_raw_feed_is_the_service_users_topic_and_a_drain_name_is_read_only() {
         (out.code, out.stderr.trim()),
         (Some(3), "pipe: no such drain: nosuch")
     );
+}
+
+/// piped's own events reach the user they concern: why a session of theirs ended.
+#[test]
+fn a_user_sees_why_their_sessions_ended() {
+    let (_dir, config) = drain_config("");
+    let config = config.display().to_string();
+    let t = Team::start_with(
+        Mode::ServiceAccount,
+        &[
+            "--config",
+            &config,
+            "--stall-timeout",
+            "1s",
+            "--window",
+            "64K",
+        ],
+    );
+    let (alice, bob) = (t.member("alice"), t.member("bob"));
+    let watch = t.spawn(alice, "logs");
+    let theirs = t.spawn(bob, "logs");
+    wait_for_watchers(&t.h, 2);
+
+    let out = t.run(alice, "sub bob/secret", b"");
+    assert_eq!(out.code, Some(3), "{out:?}");
+    let stuck = t.spawn(alice, "sub x");
+    t.wait_until(alice, "alice/x", "a subscriber", |c| c.subscribers == 1);
+    stuck.signal(Signal::SIGSTOP);
+    let out = t.run(alice, "pub x -b=false", &vec![b'a'; 4 << 20]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    stuck.signal(Signal::SIGCONT);
+
+    let out = watch.out.as_ref().unwrap();
+    assert!(
+        out.wait_contains(b"dropped: subscriber stalled", SHORT),
+        "no drop event: {}",
+        out.text()
+    );
+    let events = lines(&out.bytes());
+    let ended = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .unwrap_or_else(|| panic!("no event with reason {reason:?}: {events:?}"))
+    };
+    let denied = ended("no such topic or access denied");
+    assert_eq!(
+        (
+            &denied["user"],
+            &denied["exit"],
+            &denied["service"],
+            &denied["level"]
+        ),
+        (
+            &Value::from("alice"),
+            &Value::from(3),
+            &Value::from("piped"),
+            &Value::from("WARN")
+        )
+    );
+    assert_eq!(ended("dropped: subscriber stalled")["exit"], 5);
+    assert!(
+        events.iter().all(|e| e["user"] == "alice"),
+        "only alice's events: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "session started" && e["request"] == "pub --block=false x"),
+        "{events:?}"
+    );
+    // bob's stream has his own sessions only (none but the one watching, which is not an
+    // event), never alice's.
+    let bobs = theirs.out.as_ref().unwrap().text();
+    assert!(!bobs.contains("alice"), "bob saw alice's events: {bobs}");
+}
+
+/// The issue's picture: a Rust service logs through `pipe::drain` into its feed; two users
+/// and two admins watch `logs`. Each user gets exactly the lines tagged with their name,
+/// byte for byte and in order; hidden lines and lines for nobody reach the admins only.
+#[test]
+fn a_service_logging_through_the_tracing_layer_reaches_each_user() {
+    let (_dir, config) = drain_config("events = false\n");
+    let t = team_with(&config);
+    let (alice, bob, carol) = (t.member("alice"), t.member("bob"), t.member("carol"));
+    let commands = "alice build\nbob deploy\n- cache warmed\nhidden alice quota-check\n\
+                    alice test\nbob rollback\n";
+    // Per user: two lines a job; admins: those eight, one for nobody, one hidden.
+    let mut a = t.spawn(alice, "logs -n 4 -c");
+    let mut b = t.spawn(bob, "logs -n 4 -c");
+    let mut c = t.spawn(carol, "logs -n 10 -c");
+    let mut root = {
+        let mut cmd = t.h.pipe_shell();
+        cmd.args(["logs", "-n", "10"]);
+        spawn_command(cmd, "root: logs")
+    };
+    wait_for_watchers(&t.h, 4);
+    let mut service = Command::new(log_service_bin());
+    service
+        .args(["--service", "jobs", "--socket"])
+        .arg(&t.h.socket);
+    let user = nix::unistd::User::from_name(LOGIN_USER).unwrap().unwrap();
+    std::os::unix::process::CommandExt::uid(&mut service, user.uid.as_raw());
+    std::os::unix::process::CommandExt::gid(&mut service, user.gid.as_raw());
+    let out = run_command(service, "log-service", commands.as_bytes(), SHORT);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (stats["sent"].as_u64(), stats["dropped"].as_u64()),
+        (Some(10), Some(0))
+    );
+
+    let everything = root.finish(SHORT);
+    assert_eq!(everything.code, Some(0), "{everything:?}");
+    let all = String::from_utf8(everything.stdout.clone()).unwrap();
+    let all: Vec<&str> = all.lines().collect();
+    let parsed = lines(&everything.stdout);
+    assert!(
+        parsed
+            .iter()
+            .all(|l| l["service"] == "jobs" && l["hostname"].is_string())
+    );
+    assert_eq!(
+        parsed
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "job started",
+            "job done",
+            "job started",
+            "job done",
+            "cache warmed",
+            "quota-check",
+            "job started",
+            "job done",
+            "job started",
+            "job done"
+        ]
+    );
+    let out = c.finish(SHORT);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), everything_text(&all));
+    for (who, client) in [("alice", &mut a), ("bob", &mut b)] {
+        let out = client.finish(SHORT);
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (Some(0), ""),
+            "{who}: {out:?}"
+        );
+        let mine: Vec<&str> = all
+            .iter()
+            .zip(&parsed)
+            .filter(|(_, l)| l["user"] == who && l["hidden"].is_null())
+            .map(|(raw, _)| *raw)
+            .collect();
+        assert_eq!(mine.len(), 4, "{who}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            everything_text(&mine),
+            "{who}"
+        );
+    }
+}
+
+fn everything_text(lines: &[&str]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }

@@ -8,7 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::Parser;
 use pipe::broker::config::{self, DEFAULT_CONFIG, LogFormat, Settings, Sources};
+use pipe::broker::drains::{EVENTS, EventTap};
 use pipe::broker::{self, Config};
+use pipe::drain::DrainHandle;
+use tracing::Level;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 /// The pipe broker: holds topics and moves bytes between ssh sessions.
 ///
@@ -131,15 +136,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Colours only for a person at a terminal: the journal and log files store the codes.
-    let log = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match config.log_format {
-        LogFormat::Text => log.init(),
-        LogFormat::Json => log.json().init(),
-    }
-    match serve(config, sources) {
+    let events = EventTap::default();
+    let _drain = match init_logging(config.log_format, events.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("piped: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(config, sources, events) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("piped: {e:#}");
@@ -148,9 +153,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
+/// Log lines on stderr (the journal under systemd), and piped's per-user events
+/// ([`EVENTS`]) through the library's tracing layer into the drains that take them. The
+/// returned handle keeps the layer's thread running.
+fn init_logging(format: LogFormat, events: EventTap) -> anyhow::Result<DrainHandle> {
+    // Colours only for a person at a terminal: the journal and log files store the codes.
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let stderr = match format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().boxed(),
+    };
+    let (drain, handle) = pipe::drain::Builder::new("piped")
+        .sink(move |line| events.send(line))
+        .build()
+        .context("starting the event drain")?;
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(LevelFilter::INFO))
+        .with(drain.with_filter(Targets::new().with_target(EVENTS, Level::INFO)))
+        .init();
+    Ok(handle)
+}
+
+fn serve(config: Config, sources: Sources, events: EventTap) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime
-        .block_on(broker::run(config, sources))
+        .block_on(broker::run(config, sources, events))
         .map_err(|e| anyhow!(e))
 }

@@ -6,6 +6,7 @@
 //! different topics interleave whole, as chunks of concurrent publishers do.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::PatternGuard;
-use super::drains::{DROP_NOTICE_EVERY, Watcher};
+use super::drains::{DROP_NOTICE_EVERY, WATCH_QUEUE, Watcher};
 use super::fdio::{Fd, MAX_IOV};
 use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
@@ -242,16 +243,23 @@ pub async fn deliver_many(ctx: &Ctx, w: Wildcard, out: &Fd, mut lines: Option<u6
 /// A `logs` session: writes the lines its drain queues for it until the client leaves, its
 /// `-n` lines are written, it stalls, or the broker stops (after writing what was queued).
 /// Lines it missed for being too slow are said on stderr, at most once a second.
+///
+/// Writes are coalesced while lines keep coming: the first line after a quiet spell goes
+/// out at once, later ones at most [`COALESCE`] after the previous write (sooner if a
+/// quarter of the queue has filled). A write wakes the reader's process, which is most of
+/// what a line costs the broker beyond parsing it; many watchers of a busy drain would
+/// otherwise each write (and wake their ssh) for every few lines.
 pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u64>) -> Outcome {
     let mut missed = 0u64;
     let mut told = Instant::now() - DROP_NOTICE_EVERY;
+    let mut wrote = Instant::now() - COALESCE;
     loop {
         missed += w.take_missed();
         if missed > 0 && told.elapsed() >= DROP_NOTICE_EVERY {
             ctx.status(format!("logs: {missed} lines missed: reading too slowly"));
             (missed, told) = (0, Instant::now());
         }
-        let most = lines.map_or(MAX_IOV, |left| MAX_IOV.min(left as usize));
+        let most = lines.map_or(DRAIN_IOV, |left| DRAIN_IOV.min(left as usize));
         let batch = w.peek(most);
         if batch.is_empty() {
             if ctx.broker.soft.is_cancelled() {
@@ -262,6 +270,14 @@ pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u
                 _ = sleep(IDLE_CHECK) => if out.peer_gone() { return OK; },
                 _ = ctx.broker.soft.cancelled() => {}
                 _ = ctx.cancel.cancelled() => return shutting_down(),
+            }
+            let due = wrote + COALESCE;
+            if Instant::now() < due && w.queued() < WATCH_QUEUE / 4 {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = ctx.broker.soft.cancelled() => {}
+                    _ = ctx.cancel.cancelled() => return shutting_down(),
+                }
             }
             continue;
         }
@@ -277,6 +293,7 @@ pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u
             Err(_) => return dropped(),
         };
         w.consume(n);
+        wrote = Instant::now();
         if let Some(left) = lines.as_mut() {
             // Queued lines are whole and end in a newline, so each fully written one is a
             // complete line.
@@ -293,6 +310,13 @@ pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u
         }
     }
 }
+
+/// How long a drain watcher gathers lines after a write before the next one.
+pub const COALESCE: Duration = Duration::from_millis(50);
+
+/// Most lines in one write to a drain watcher: a quarter of its queue of typical log lines
+/// in one `writev`, well under the kernel's `IOV_MAX` of 1024.
+const DRAIN_IOV: usize = 512;
 
 /// Trims `pending` to the first `left` complete lines; true when that used them all up.
 fn take_lines(pending: &mut VecDeque<(u64, Bytes)>, left: &mut u64) -> bool {

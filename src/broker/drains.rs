@@ -21,8 +21,8 @@
 //! notice line naming the reason and the running counts.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +49,25 @@ const NOTICE_QUOTE: usize = 200;
 /// The tracing target of piped's own per-user events (sessions, denials, drops), which
 /// drains with `events = true` take in as lines of service `piped`.
 pub const EVENTS: &str = "pipe::event";
+
+/// Where piped's own events go: `main` sets up logging, and the tracing layer that feeds
+/// this, before the broker exists; [`super::run`] connects it to the broker's drains.
+#[derive(Clone, Default)]
+pub struct EventTap(Arc<OnceLock<Arc<Drains>>>);
+
+impl EventTap {
+    /// One event, a JSON line from the layer; dropped while no broker runs yet.
+    pub fn send(&self, line: &[u8]) {
+        if let Some(drains) = self.0.get() {
+            drains.event(line);
+        }
+    }
+
+    pub(super) fn connect(&self, drains: Arc<Drains>) {
+        // A second broker in one process keeps the first connection; piped runs one.
+        let _ = self.0.set(drains);
+    }
+}
 
 /// Every drain the admin declared, and which topics feed them.
 #[derive(Default)]
@@ -94,8 +113,9 @@ impl Drains {
     /// One of piped's own events, already a JSON line: into every drain that takes them.
     pub fn event(&self, line: &[u8]) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let mut wakes = Wakes::default();
         for d in self.all.iter().filter(|d| d.spec.events) {
-            d.ingest(line);
+            d.ingest(line, &mut wakes);
         }
     }
 }
@@ -119,18 +139,21 @@ struct Skipped {
 impl Feed {
     /// Takes a chunk of the publisher's input as read.
     pub fn push(&mut self, mut data: &[u8]) {
+        // Watchers are woken once per read, not per line: a line at a time would wake
+        // each of them (and make it write) as often as lines arrive.
+        let mut wakes = Wakes::default();
         while let Some(end) = data.iter().position(|&b| b == b'\n') {
             let part = &data[..end];
             data = &data[end + 1..];
             if let Some(skipped) = self.skipping.take() {
                 let len = skipped.len + part.len();
-                self.each(|d| d.too_long(len, &skipped.quote));
+                self.each(|d| d.too_long(len, &skipped.quote, &mut wakes));
             } else if self.partial.is_empty() {
-                self.each(|d| d.ingest(part));
+                self.each(|d| d.ingest(part, &mut wakes));
             } else {
                 self.partial.extend_from_slice(part);
                 let line = self.partial.split();
-                self.each(|d| d.ingest(&line));
+                self.each(|d| d.ingest(&line, &mut wakes));
             }
         }
         if data.is_empty() {
@@ -152,15 +175,16 @@ impl Feed {
 
     /// The publisher's input ended: an unterminated last line is a line.
     pub fn finish(&mut self) {
+        let mut wakes = Wakes::default();
         if let Some(skipped) = self.skipping.take() {
-            self.each(|d| d.too_long(skipped.len, &skipped.quote));
+            self.each(|d| d.too_long(skipped.len, &skipped.quote, &mut wakes));
         } else if !self.partial.is_empty() {
             let line = self.partial.split();
-            self.each(|d| d.ingest(&line));
+            self.each(|d| d.ingest(&line, &mut wakes));
         }
     }
 
-    fn each(&self, f: impl Fn(&Drain)) {
+    fn each(&self, mut f: impl FnMut(&Drain)) {
         for d in &self.drains {
             f(d);
         }
@@ -221,6 +245,7 @@ impl Drain {
         let watcher = Arc::new(Watcher {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            due: AtomicBool::new(false),
             budget: self.budget.clone(),
         });
         let mut w = lock(&self.watchers);
@@ -241,18 +266,23 @@ impl Drain {
 
     /// One line from a feed (without its newline): parsed once, then copied once into
     /// the queue of every watcher it concerns.
-    fn ingest(&self, line: &[u8]) {
+    fn ingest(&self, line: &[u8], wakes: &mut Wakes) {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         self.counts.lines.fetch_add(1, Ordering::Relaxed);
         if line.len() > self.spec.max_line {
-            return self.too_long(line.len(), &line[..NOTICE_QUOTE.min(line.len())]);
+            return self.too_long(line.len(), &line[..NOTICE_QUOTE.min(line.len())], wakes);
         }
         let Some(scan) = scan(line, &self.spec.scope, &self.spec.hidden) else {
             self.counts.invalid.fetch_add(1, Ordering::Relaxed);
             let quote = &line[..line.len().min(NOTICE_QUOTE)];
-            return self.notice("line rejected: not one JSON object", line.len(), quote);
+            return self.notice(
+                "line rejected: not one JSON object",
+                line.len(),
+                quote,
+                wakes,
+            );
         };
         let w = lock(&self.watchers);
         let mine = (!scan.hidden)
@@ -270,7 +300,7 @@ impl Drain {
         let copy = copy.freeze();
         let mut missed = 0;
         for t in targets {
-            if !t.offer(&copy) {
+            if !t.offer(&copy, wakes) {
                 missed += 1;
             }
         }
@@ -279,14 +309,14 @@ impl Drain {
         }
     }
 
-    fn too_long(&self, len: usize, quote: &[u8]) {
+    fn too_long(&self, len: usize, quote: &[u8], wakes: &mut Wakes) {
         self.counts.too_long.fetch_add(1, Ordering::Relaxed);
         let reason = format!("line rejected: longer than {} bytes", self.spec.max_line);
-        self.notice(&reason, len, quote);
+        self.notice(&reason, len, quote, wakes);
     }
 
     /// Tells the drain's admins about a line no user got, with the running counts.
-    fn notice(&self, message: &str, bytes: usize, quote: &[u8]) {
+    fn notice(&self, message: &str, bytes: usize, quote: &[u8], wakes: &mut Wakes) {
         let w = lock(&self.watchers);
         if w.admins.is_empty() {
             return;
@@ -308,7 +338,7 @@ impl Drain {
         text.push(b'\n');
         let text = Bytes::from(text);
         for a in &w.admins {
-            a.offer(&text);
+            a.offer(&text, wakes);
         }
     }
 }
@@ -353,7 +383,22 @@ impl Drop for Watch {
 pub struct Watcher {
     queue: Mutex<Queue>,
     pub wake: Notify,
+    /// Lines were queued and a wake-up is on its way ([`Wakes`]).
+    due: AtomicBool,
     budget: Arc<Budget>,
+}
+
+/// Watchers to wake once the lines at hand are queued.
+#[derive(Default)]
+struct Wakes(Vec<Arc<Watcher>>);
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        for w in self.0.drain(..) {
+            w.due.store(false, Ordering::Release);
+            w.wake.notify_one();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -366,8 +411,9 @@ struct Queue {
 }
 
 impl Watcher {
-    /// Queues a line unless the queue or the global budget is full.
-    fn offer(&self, line: &Bytes) -> bool {
+    /// Queues a line unless the queue or the global budget is full; the watcher is woken
+    /// when `wakes` is dropped.
+    fn offer(self: &Arc<Self>, line: &Bytes, wakes: &mut Wakes) -> bool {
         let mut q = lock(&self.queue);
         if q.bytes + line.len() > WATCH_QUEUE || !self.budget.has_room(line.len()) {
             q.missed += 1;
@@ -377,13 +423,20 @@ impl Watcher {
         q.bytes += line.len();
         q.lines.push_back(line.clone());
         drop(q);
-        self.wake.notify_one();
+        if !self.due.swap(true, Ordering::AcqRel) {
+            wakes.0.push(self.clone());
+        }
         true
     }
 
     /// Up to `max` queued lines from the front (the first maybe partly written already).
     pub fn peek(&self, max: usize) -> Vec<Bytes> {
         lock(&self.queue).lines.iter().take(max).cloned().collect()
+    }
+
+    /// Bytes queued.
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).bytes
     }
 
     /// Records that `n` bytes from the front were written.

@@ -19,6 +19,9 @@ use tokio::io::unix::AsyncFd;
 /// short.
 pub const MAX_IOV: usize = 64;
 
+/// Linux's limit on slices in one `writev`.
+const IOV_MAX: usize = 1024;
+
 /// A passed pipe or socket, non-blocking and registered with the reactor.
 pub struct Fd {
     inner: AsyncFd<OwnedFd>,
@@ -57,9 +60,10 @@ impl Fd {
     /// Writes as much of `slices` as the descriptor takes in one `writev`, waiting until it
     /// takes something. Returns the number of bytes written.
     pub async fn write_some(&self, slices: &[Bytes]) -> io::Result<usize> {
+        // Beyond the kernel's IOV_MAX writev fails; callers pass far fewer.
         let iov: Vec<IoSlice<'_>> = slices
             .iter()
-            .take(MAX_IOV)
+            .take(IOV_MAX)
             .map(|b| IoSlice::new(b))
             .collect();
         loop {

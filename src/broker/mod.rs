@@ -48,7 +48,7 @@ use tracing::{info, warn};
 use crate::request::TopicName;
 use config::DrainSpec;
 use deliver::Cursor;
-use drains::Drains;
+use drains::{Drains, EventTap};
 use grants::Grants;
 use identity::Identity;
 use tokio::sync::mpsc;
@@ -129,7 +129,7 @@ pub struct Broker {
     pub service_uid: Option<u32>,
     pub grants: Grants,
     /// The scoped drains declared in the config (fixed at start).
-    pub drains: Drains,
+    pub drains: Arc<Drains>,
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
     /// Wildcard subscriptions, attached to every matching topic as it is created.
     patterns: Mutex<Vec<Pattern>>,
@@ -171,7 +171,7 @@ impl Broker {
     pub fn new(limits: Limits, service_uid: Option<u32>, grants: Grants) -> Broker {
         Broker {
             grants: grants.with_max_entries(limits.max_grant_entries),
-            drains: Drains::default(),
+            drains: Arc::new(Drains::default()),
             budget: Arc::new(Budget::new(limits.budget)),
             connections: Arc::new(AtomicUsize::new(0)),
             limits: RwLock::new(Arc::new(limits)),
@@ -187,7 +187,7 @@ impl Broker {
 
     /// This broker with the drains `specs` declare, sharing its buffer budget.
     pub fn with_drains(mut self, specs: &[DrainSpec]) -> Broker {
-        self.drains = Drains::new(specs, &self.budget);
+        self.drains = Arc::new(Drains::new(specs, &self.budget));
         self
     }
 
@@ -566,8 +566,9 @@ pub fn listen(config: &Config) -> Result<Listening, BrokerError> {
 }
 
 /// Runs the broker until SIGTERM or SIGINT, then shuts down as described in the module
-/// docs. `config` was loaded from `sources`, which SIGHUP reads again.
-pub async fn run(config: Config, sources: Sources) -> Result<(), BrokerError> {
+/// docs. `config` was loaded from `sources`, which SIGHUP reads again. piped's own events
+/// reach the drains through `events`.
+pub async fn run(config: Config, sources: Sources, events: EventTap) -> Result<(), BrokerError> {
     // Before anything slow: SIGHUP's default action would end the process.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -590,6 +591,7 @@ pub async fn run(config: Config, sources: Sources) -> Result<(), BrokerError> {
     let broker = Arc::new(
         Broker::new(config.limits.clone(), service_uid, grants).with_drains(&config.drains),
     );
+    events.connect(broker.drains.clone());
     for d in &config.drains {
         info!(drain = %d.name, feeds = ?d.feeds, "drain declared");
     }

@@ -1348,3 +1348,42 @@ pub fn assert_one_pipe_line(out: &Output, what: &str) {
         "{what}: stderr must be exactly one line starting with `pipe: `; got {out:?}"
     );
 }
+
+/// The example binary. `cargo test` builds examples, `cargo test --test drain_layer` does
+/// not: build it with the cargo running this test (nothing to do when it is up to date).
+pub fn log_service_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/drain_layer-… → target/<profile>/examples/log-service
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let bin = profile_dir.join("examples").join("log-service");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "log-service",
+                "--manifest-path",
+            ])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        if let Some(target_dir) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target_dir);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let out = run_command(build, "cargo build --example log-service", b"", LONG_BUILD);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(bin.exists(), "{} not built", bin.display());
+        bin
+    })
+}
+
+/// Building the example may compile the crate's dependencies first.
+pub const LONG_BUILD: Duration = Duration::from_secs(600);
