@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::PatternGuard;
-use super::drains::{DROP_NOTICE_EVERY, WATCH_QUEUE, Watcher};
+use super::drains::{DROP_NOTICE_EVERY, Watcher};
 use super::fdio::{Fd, MAX_IOV};
 use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
@@ -246,21 +246,20 @@ pub async fn deliver_many(ctx: &Ctx, w: Wildcard, out: &Fd, mut lines: Option<u6
 ///
 /// Writes are coalesced while lines keep coming: the first line after a quiet spell goes
 /// out at once, later ones at most [`COALESCE`] after the previous write (sooner if a
-/// quarter of the queue has filled). A write wakes the reader's process, which is most of
-/// what a line costs the broker beyond parsing it; many watchers of a busy drain would
-/// otherwise each write (and wake their ssh) for every few lines.
+/// quarter of the queue has filled), and the task is not woken for lines meanwhile. Waking
+/// the task and the write waking the reader's process are most of what a line costs the
+/// broker beyond parsing it; many watchers of a busy drain would otherwise each wake and
+/// write (and wake their ssh) for every few lines.
 pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u64>) -> Outcome {
     let mut missed = 0u64;
     let mut told = Instant::now() - DROP_NOTICE_EVERY;
-    let mut wrote = Instant::now() - COALESCE;
     loop {
         missed += w.take_missed();
         if missed > 0 && told.elapsed() >= DROP_NOTICE_EVERY {
             ctx.status(format!("logs: {missed} lines missed: reading too slowly"));
             (missed, told) = (0, Instant::now());
         }
-        let most = lines.map_or(DRAIN_IOV, |left| DRAIN_IOV.min(left as usize));
-        let batch = w.peek(most);
+        let batch = w.peek(DRAIN_IOV, lines);
         if batch.is_empty() {
             if ctx.broker.soft.is_cancelled() {
                 return shutting_down();
@@ -271,14 +270,6 @@ pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u
                 _ = ctx.broker.soft.cancelled() => {}
                 _ = ctx.cancel.cancelled() => return shutting_down(),
             }
-            let due = wrote + COALESCE;
-            if Instant::now() < due && w.queued() < WATCH_QUEUE / 4 {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = ctx.broker.soft.cancelled() => {}
-                    _ = ctx.cancel.cancelled() => return shutting_down(),
-                }
-            }
             continue;
         }
         let stall = ctx.broker.limits().stall_timeout;
@@ -286,37 +277,38 @@ pub async fn deliver_drain(ctx: &Ctx, w: &Watcher, out: &Fd, mut lines: Option<u
             r = tokio::time::timeout(stall, out.write_some(&batch)) => r,
             _ = ctx.cancel.cancelled() => return shutting_down(),
         };
-        let mut n = match written {
+        let n = match written {
             Ok(Ok(n)) => n,
             // The reader went away: a normal end, as for a subscriber.
             Ok(Err(_)) => return OK,
             Err(_) => return dropped(),
         };
-        w.consume(n);
-        wrote = Instant::now();
+        let done = w.consume(n);
         if let Some(left) = lines.as_mut() {
-            // Queued lines are whole and end in a newline, so each fully written one is a
-            // complete line.
-            for line in &batch {
-                if n < line.len() {
-                    break;
-                }
-                n -= line.len();
-                *left -= 1;
-            }
+            *left -= done;
             if *left == 0 {
                 return OK;
+            }
+        }
+        if w.queued() == 0 {
+            // Gather: lines arriving now are queued without waking this task, unless the
+            // queue passes a quarter full (the watcher is not idle, see Watcher::peek).
+            tokio::select! {
+                _ = sleep(COALESCE) => {}
+                _ = w.wake.notified() => {}
+                _ = ctx.broker.soft.cancelled() => {}
+                _ = ctx.cancel.cancelled() => return shutting_down(),
             }
         }
     }
 }
 
 /// How long a drain watcher gathers lines after a write before the next one.
-pub const COALESCE: Duration = Duration::from_millis(50);
+pub const COALESCE: Duration = Duration::from_millis(100);
 
-/// Most lines in one write to a drain watcher: a quarter of its queue of typical log lines
-/// in one `writev`, well under the kernel's `IOV_MAX` of 1024.
-const DRAIN_IOV: usize = 512;
+/// Most blocks in one write to a drain watcher (a block holds the lines of one feed read),
+/// well under the kernel's `IOV_MAX` of 1024.
+const DRAIN_IOV: usize = 256;
 
 /// Trims `pending` to the first `left` complete lines; true when that used them all up.
 fn take_lines(pending: &mut VecDeque<(u64, Bytes)>, left: &mut u64) -> bool {

@@ -21,7 +21,7 @@
 //! notice line naming the reason and the running counts.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -245,7 +245,6 @@ impl Drain {
         let watcher = Arc::new(Watcher {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
-            due: AtomicBool::new(false),
             budget: self.budget.clone(),
         });
         let mut w = lock(&self.watchers);
@@ -294,13 +293,9 @@ impl Drain {
         if targets.peek().is_none() {
             return;
         }
-        let mut copy = BytesMut::with_capacity(line.len() + 1);
-        copy.extend_from_slice(line);
-        copy.extend_from_slice(b"\n");
-        let copy = copy.freeze();
         let mut missed = 0;
         for t in targets {
-            if !t.offer(&copy, wakes) {
+            if !t.offer(line, wakes) {
                 missed += 1;
             }
         }
@@ -334,11 +329,9 @@ impl Drain {
             "service": "piped",
             &self.spec.hidden: true,
         });
-        let mut text = line.to_string().into_bytes();
-        text.push(b'\n');
-        let text = Bytes::from(text);
+        let text = line.to_string();
         for a in &w.admins {
-            a.offer(&text, wakes);
+            a.offer(text.as_bytes(), wakes);
         }
     }
 }
@@ -383,55 +376,98 @@ impl Drop for Watch {
 pub struct Watcher {
     queue: Mutex<Queue>,
     pub wake: Notify,
-    /// Lines were queued and a wake-up is on its way ([`Wakes`]).
-    due: AtomicBool,
     budget: Arc<Budget>,
 }
 
-/// Watchers to wake once the lines at hand are queued.
+/// Watchers with lines staged, to queue and wake once the lines at hand are routed.
 #[derive(Default)]
 struct Wakes(Vec<Arc<Watcher>>);
 
 impl Drop for Wakes {
     fn drop(&mut self) {
         for w in self.0.drain(..) {
-            w.due.store(false, Ordering::Release);
-            w.wake.notify_one();
+            let mut q = lock(&w.queue);
+            if !q.staged.is_empty() {
+                let data = q.staged.split().freeze();
+                let lines = std::mem::take(&mut q.staged_lines);
+                q.blocks.push_back(Block { data, lines });
+            }
+            q.due = false;
+            let urgent = q.idle || q.bytes >= WATCH_QUEUE / 4;
+            drop(q);
+            if urgent {
+                w.wake.notify_one();
+            }
         }
     }
 }
 
+/// Lines in a block, counted as they are staged so `-n` never scans for newlines.
+struct Block {
+    data: Bytes,
+    /// Newlines in `data`.
+    lines: u64,
+}
+
 #[derive(Default)]
 struct Queue {
-    /// Whole lines, except that the front one may have been partly written.
-    lines: VecDeque<Bytes>,
+    /// Blocks of whole lines, oldest first; the front one may be partly written.
+    blocks: VecDeque<Block>,
+    /// Lines routed during the current feed read, queued as one block when it is done:
+    /// one copy into a shared buffer per line, not an allocation.
+    staged: BytesMut,
+    staged_lines: u64,
+    /// Some [`Wakes`] will queue `staged` and wake the watcher.
+    due: bool,
+    /// The watcher found nothing to write and waits for lines; otherwise it is gathering
+    /// and is woken only once the queue passes a quarter full.
+    idle: bool,
+    /// Bytes in `blocks` and `staged`, charged to the global budget.
     bytes: usize,
     /// Lines missed since the watcher last took the count.
     missed: u64,
 }
 
 impl Watcher {
-    /// Queues a line unless the queue or the global budget is full; the watcher is woken
-    /// when `wakes` is dropped.
-    fn offer(self: &Arc<Self>, line: &Bytes, wakes: &mut Wakes) -> bool {
+    /// Stages a line (given without its newline) unless the queue or the global budget is
+    /// full; it is queued, and the watcher woken, when `wakes` is dropped.
+    fn offer(self: &Arc<Self>, line: &[u8], wakes: &mut Wakes) -> bool {
+        let len = line.len() + 1;
         let mut q = lock(&self.queue);
-        if q.bytes + line.len() > WATCH_QUEUE || !self.budget.has_room(line.len()) {
+        if q.bytes + len > WATCH_QUEUE || !self.budget.has_room(len) {
             q.missed += 1;
             return false;
         }
-        self.budget.add(line.len());
-        q.bytes += line.len();
-        q.lines.push_back(line.clone());
-        drop(q);
-        if !self.due.swap(true, Ordering::AcqRel) {
+        self.budget.add(len);
+        q.bytes += len;
+        q.staged.extend_from_slice(line);
+        q.staged.extend_from_slice(b"\n");
+        q.staged_lines += 1;
+        if !std::mem::replace(&mut q.due, true) {
             wakes.0.push(self.clone());
         }
         true
     }
 
-    /// Up to `max` queued lines from the front (the first maybe partly written already).
-    pub fn peek(&self, max: usize) -> Vec<Bytes> {
-        lock(&self.queue).lines.iter().take(max).cloned().collect()
+    /// Up to `max_blocks` queued blocks from the front (the first maybe partly written
+    /// already), holding at most `max_lines` lines. None marks the watcher idle: the next
+    /// line wakes it.
+    pub fn peek(&self, max_blocks: usize, max_lines: Option<u64>) -> Vec<Bytes> {
+        let mut q = lock(&self.queue);
+        q.idle = q.blocks.is_empty();
+        let mut left = max_lines.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        for b in q.blocks.iter().take(max_blocks) {
+            if b.lines < left {
+                left -= b.lines;
+                out.push(b.data.clone());
+                continue;
+            }
+            let cut = nth_line_end(&b.data, left);
+            out.push(b.data.slice(..cut));
+            break;
+        }
+        out
     }
 
     /// Bytes queued.
@@ -439,24 +475,30 @@ impl Watcher {
         lock(&self.queue).bytes
     }
 
-    /// Records that `n` bytes from the front were written.
-    pub fn consume(&self, mut n: usize) {
+    /// Records that `n` bytes from the front were written; returns the lines completed.
+    pub fn consume(&self, n: usize) -> u64 {
         let mut q = lock(&self.queue);
-        let before = q.bytes;
-        while n > 0 {
-            let Some(front) = q.lines.front_mut() else {
+        let (mut left, mut lines) = (n, 0);
+        while left > 0 {
+            let Some(front) = q.blocks.front_mut() else {
                 break;
             };
-            if n >= front.len() {
-                n -= front.len();
-                q.lines.pop_front();
+            if left >= front.data.len() {
+                left -= front.data.len();
+                lines += front.lines;
+                q.blocks.pop_front();
             } else {
-                *front = front.slice(n..);
-                n = 0;
+                let done = front.data[..left].iter().filter(|&&b| b == b'\n').count() as u64;
+                front.data = front.data.slice(left..);
+                front.lines -= done;
+                lines += done;
+                left = 0;
             }
         }
-        q.bytes = q.lines.iter().map(Bytes::len).sum();
-        self.budget.sub(before - q.bytes);
+        let done = n - left;
+        q.bytes -= done;
+        self.budget.sub(done);
+        lines
     }
 
     /// Lines missed since the last call.
@@ -470,6 +512,17 @@ impl Drop for Watcher {
         let q = lock(&self.queue);
         self.budget.sub(q.bytes);
     }
+}
+
+/// The length of `data` up to and including its `n`-th newline (all of it if fewer).
+fn nth_line_end(data: &[u8], n: u64) -> usize {
+    let mut seen = 0;
+    data.iter()
+        .position(|&b| {
+            seen += u64::from(b == b'\n');
+            seen == n
+        })
+        .map_or(data.len(), |p| p + 1)
 }
 
 /// What a drain needs from a line: the users its scope fields name and whether it is
@@ -596,6 +649,86 @@ mod tests {
         );
         assert_eq!(sc(r#"{"user":{"name":"a"}}"#).unwrap().users.len(), 0);
         assert_eq!(sc(r#"{"us\u0065r":"alice"}"#).unwrap().users, ["alice"]);
+    }
+
+    fn drains(max_line: usize) -> (Drains, Arc<Budget>) {
+        let spec = DrainSpec {
+            name: "logs".into(),
+            feeds: vec![("svc".into(), "feed".into())],
+            format: super::super::config::DrainFormat::Json,
+            scope: vec!["user".into()],
+            hidden: "hidden".into(),
+            admins: vec![],
+            admin_group: None,
+            max_line,
+            events: true,
+        };
+        let budget = Arc::new(Budget::new(1 << 30));
+        (Drains::new(&[spec], &budget), budget)
+    }
+
+    fn feed_key() -> TopicKey {
+        TopicKey {
+            owner: Owner::User("svc".into()),
+            name: "feed".into(),
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_reach_their_watcher_whole_and_counted() {
+        let (drains, budget) = drains(1024);
+        let drain = drains.get("logs").unwrap().clone();
+        let alice = drain.watch("alice", false);
+        let admin = drain.watch("root", true);
+        let mut feed = drains.feed(&feed_key()).unwrap();
+        feed.push(b"{\"user\":\"alice\",\"n\":1}\n{\"user\":\"al");
+        feed.push(b"ice\",\"n\":2}\n{\"user\":\"bob\"}\nnot json\n");
+        feed.push(&[b'x'; 600]);
+        feed.push(&[b'y'; 600]);
+        feed.push(b"\n{\"user\":\"alice\",\"n\":3}");
+        feed.finish();
+        let w = &alice.watcher;
+        assert_eq!(drain.counts.invalid.load(Ordering::Relaxed), 1);
+        assert_eq!(drain.counts.too_long.load(Ordering::Relaxed), 1);
+        let all: Vec<u8> = w.peek(usize::MAX, None).concat();
+        assert_eq!(
+            String::from_utf8(all).unwrap(),
+            "{\"user\":\"alice\",\"n\":1}\n{\"user\":\"alice\",\"n\":2}\n{\"user\":\"alice\",\"n\":3}\n"
+        );
+        // -n 2: the batch stops after the second line; a partial write counts only the
+        // lines it completed.
+        let two: Vec<u8> = w.peek(usize::MAX, Some(2)).concat();
+        assert_eq!(two.iter().filter(|&&b| b == b'\n').count(), 2);
+        assert_eq!(w.consume(5), 0);
+        assert_eq!(w.consume(two.len() - 5), 2);
+        assert_eq!(w.consume(w.queued()), 1);
+        assert_eq!(w.queued(), 0);
+        // The admin got the three lines, bob's, and two notices.
+        let admin_lines = admin.watcher.peek(usize::MAX, None).concat();
+        assert_eq!(admin_lines.iter().filter(|&&b| b == b'\n').count(), 6);
+        drop((alice, admin));
+        assert_eq!(budget.used(), 0, "dropped watchers give their bytes back");
+    }
+
+    #[test]
+    fn a_full_queue_misses_lines_and_counts_them() {
+        let (drains, _budget) = drains(64 * 1024);
+        let drain = drains.get("logs").unwrap().clone();
+        let alice = drain.watch("alice", false);
+        let mut feed = drains.feed(&feed_key()).unwrap();
+        let line = format!("{{\"user\":\"alice\",\"pad\":\"{}\"}}\n", "p".repeat(1000));
+        let n = WATCH_QUEUE / line.len() + 10;
+        for _ in 0..n {
+            feed.push(line.as_bytes());
+        }
+        let queued = alice.watcher.queued();
+        assert!(
+            queued <= WATCH_QUEUE && queued + line.len() > WATCH_QUEUE,
+            "{queued}"
+        );
+        let missed = alice.watcher.take_missed();
+        assert_eq!(missed as usize, n - queued / line.len());
+        assert_eq!(drain.counts.missed.load(Ordering::Relaxed), missed);
     }
 
     #[test]

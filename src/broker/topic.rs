@@ -184,7 +184,7 @@ impl Budget {
     }
 
     #[cfg(test)]
-    fn used(&self) -> u64 {
+    pub(super) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 }
