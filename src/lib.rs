@@ -23,6 +23,9 @@
 //! - [`broker::config`] and [`broker::systemd`]: `piped.toml` (strict parse, flags over it,
 //!   limits swapped live on SIGHUP) and systemd (socket activation, `READY`/`RELOADING`/
 //!   `STOPPING`/`WATCHDOG` notifications).
+//! - [`broker::drains`]: scoped drains (`ssh host logs`): feed lines parsed once in the
+//!   publisher's task, routed to the watchers they name and to the admins.
+//! - [`timefmt`]: RFC 3339 timestamps for the JSON lines of drains and the layer.
 //! - [`shell`]: `pipe-shell`: entry forms, connect, hand over stdio, relay the final status.
 //! - [`admin`]: `pipe-admin`: the key directory, the managed block of the service account's
 //!   authorized_keys, the command line over both, and `doctor` ([`admin::doctor`]), which
@@ -107,6 +110,32 @@
 //! - **Packages**: removing keeps configuration, keys, authorized_keys and grants; purging
 //!   removes them; the `pipe` account stays (Debian's convention). The package never
 //!   reloads sshd; it validates with `sshd -t` and says what to run.
+//! - **Scoped drains** (DESIGN §5a) are `[[drain]]` tables in piped.toml, read at start
+//!   only. A feed is `OWNER/TOPIC`, never public (whoever may publish into a feed can write
+//!   lines for any user); the feed stays an ordinary topic its owner can read raw. A
+//!   drain's name is reserved: `logs NAME` and bare `sub NAME` read it, `pub`/`pipe NAME`
+//!   are refused (exit 2); `logs` alone reads the drain `logs`; a missing drain is exit 3.
+//!   A publisher into a feed never waits for a receiver (the drain always takes its lines)
+//!   and its input is split into lines in its own task, so lines of concurrent publishers
+//!   never mix; an unterminated last line is a line, blank lines are skipped. A line is a
+//!   user's when any scope field (a string, or a number) equals their name; a repeated
+//!   scope or hidden field makes the line invalid; `hidden` set to anything but `false` or
+//!   `null` hides it. Admins are root, the drain's `admins` and members of `admin_group`.
+//!   A watcher holds at most 256 KiB (charged to the global budget); beyond it lines are
+//!   missed, counted and said on its stderr at most once a second, and one whose output
+//!   does not move for the stall timeout is dropped (exit 5). Watchers write the first line
+//!   after a quiet spell at once, later ones at most every 100 ms. Rejected lines become
+//!   hidden notices for the drain's admins, with running counts.
+//! - **piped's own events** are tracing events on target `pipe::event` carrying `user`:
+//!   each session's start (not a `logs` session's, which would fill its own stream) and
+//!   its end with exit code and reason, and requests refused before a session (usage,
+//!   limits). They reach drains with `events = true` (the default) through [`drain`]'s
+//!   in-process sink, and the journal like any log line.
+//! - **The tracing layer** ([`drain`]) drops (never truncates) lines over 64 KiB, drops
+//!   and counts when its 1024-line queue is full, reconnects with backoff (100 ms doubling
+//!   to 5 s, reset after a connection that lasted 5 s) and reports drops in a hidden line.
+//!   `sent` counts lines written into the transport, not delivered. Dropping the handle
+//!   stops it.
 //! - **Crates**: `bytes` (chunks shared by all subscribers without copying), `tokio-util`
 //!   (cancellation and task tracking for the two-stage shutdown). `interprocess` is not
 //!   used: the standard library's and tokio's Unix sockets plus `nix` for `SCM_RIGHTS`

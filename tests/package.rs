@@ -40,6 +40,7 @@ const DEB_FILES: &[&str] = &[
     "/usr/share/doc/pipe/README.md",
     "/usr/share/doc/pipe/copyright",
     "/usr/share/doc/pipe/examples/deploy-hook",
+    "/usr/share/doc/pipe/examples/log_service.rs",
     "/usr/share/doc/pipe/examples/ship-logs",
     "/usr/share/doc/pipe/examples/ssh_config",
     "/usr/share/fish/vendor_completions.d/pipe-admin.fish",
