@@ -118,18 +118,22 @@
 //!   A publisher into a feed never waits for a receiver (the drain always takes its lines)
 //!   and its input is split into lines in its own task, so lines of concurrent publishers
 //!   never mix; an unterminated last line is a line, blank lines are skipped. A line is a
-//!   user's when any scope field (a string, or a number) equals their name; a repeated
-//!   scope or hidden field makes the line invalid; `hidden` set to anything but `false` or
-//!   `null` hides it. Admins are root, the drain's `admins` and members of `admin_group`.
-//!   A watcher holds at most 256 KiB (charged to the global budget); beyond it lines are
+//!   user's when any scope field is a string equal to their name (a name in two scope
+//!   fields delivers once); a repeated scope or hidden field, or bytes that are not UTF-8,
+//!   make the line invalid; `hidden` set to anything but `false` or `null` hides it. A
+//!   drain may not share its name with a feed topic (the feed's owner could not publish).
+//!   Admins are root, the drain's `admins` and members of `admin_group` (by name).
+//!   A watcher holds at most 256 KiB, all watchers together 64 MiB (their own budget: a
+//!   watcher is never paced nor evicted, so slow log readers never stall topics); beyond it lines are
 //!   missed, counted and said on its stderr at most once a second, and one whose output
 //!   does not move for the stall timeout is dropped (exit 5). Watchers write the first line
 //!   after a quiet spell at once, later ones at most every 100 ms. Rejected lines become
 //!   hidden notices for the drain's admins, with running counts.
 //! - **piped's own events** are tracing events on target `pipe::event` carrying `user`:
 //!   each session's start (not a `logs` session's, which would fill its own stream) and
-//!   its end with exit code and reason, and requests refused before a session (usage,
-//!   limits). They reach drains with `events = true` (the default) through [`drain`]'s
+//!   its end with exit code and reason (also "client gone"), and requests refused before a
+//!   session (usage, limits); at most 40 a second per user, the rest to the journal only.
+//!   A bare `pub -e` event into a feed is not a line and does not reach the drain. They reach drains with `events = true` (the default) through [`drain`]'s
 //!   in-process sink, and the journal like any log line.
 //! - **The tracing layer** ([`drain`]) drops (never truncates) lines over 64 KiB, drops
 //!   and counts when its 1024-line queue is full, reconnects with backoff (100 ms doubling

@@ -348,8 +348,13 @@ pub const DEFAULT_DRAIN_MAX_LINE: usize = 64 * 1024;
 /// publisher's unfinished line would hold more memory than a whole topic window.
 const DRAIN_LINE_RANGE: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 
-/// Longest JSON field name a drain looks up.
+/// Longest JSON field name a drain looks up: log field names are short identifiers; a
+/// bound keeps each per-line comparison cheap.
 const MAX_FIELD_NAME: usize = 64;
+
+/// Most scope fields a drain takes: `user` and an id or two are what services use, and a
+/// small list lets each line's scan track the fields it has seen in one machine word.
+pub const MAX_SCOPE_FIELDS: usize = 8;
 
 /// One `[[drain]]` table: a scoped drain (DESIGN §5a). Lines published into its feeds
 /// reach each user whose name is in the line's scope field; admins get every line.
@@ -365,17 +370,20 @@ pub struct DrainSpec {
     pub feeds: Vec<(String, String)>,
     #[serde(default)]
     pub format: DrainFormat,
-    /// Fields naming the user a line concerns; a line is theirs if any of them (a string,
-    /// or a number for numeric ids) equals the user's name.
+    /// Fields naming the user a line concerns; a line is theirs if any of them is a string
+    /// equal to the user's name.
     #[serde(default = "default_scope", deserialize_with = "field_names")]
     pub scope: Vec<String>,
-    /// A line whose field of this name is `true` reaches admins only.
+    /// A line whose field of this name holds anything but `false` or `null` reaches admins
+    /// only. Never one of the scope fields.
     #[serde(default = "default_hidden", deserialize_with = "field_name")]
     pub hidden: String,
     /// Users who see every line (root always does).
     #[serde(default, deserialize_with = "user_names")]
     pub admins: Vec<String>,
-    /// A Unix group whose members (primary or listed) see every line.
+    /// A Unix group whose members (primary or listed) see every line. Looked up by the
+    /// caller's name, so in the service-account modes a pipe user named like a member counts
+    /// too: pipe-admin's users and the Unix accounts share one namespace on a host.
     #[serde(default, deserialize_with = "name")]
     pub admin_group: Option<String>,
     #[serde(default = "default_max_line", deserialize_with = "line_size")]
@@ -659,6 +667,20 @@ fn drains<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<DrainSpec>>, D::
                 a.name
             )));
         }
+        // A drain's name is reserved (bare `pub NAME` is refused), so a feed of that name
+        // could never be published into by its owner.
+        if let Some((owner, _)) = drains.iter().flat_map(|b| &b.feeds).find(|f| f.1 == a.name) {
+            return Err(de::Error::custom(format!(
+                "drain \"{0}\" has the name of the feed {owner}/{0}: its owner could not publish into it",
+                a.name
+            )));
+        }
+        if a.scope.contains(&a.hidden) {
+            return Err(de::Error::custom(format!(
+                "drain \"{}\": hidden field \"{}\" is also a scope field",
+                a.name, a.hidden
+            )));
+        }
     }
     Ok(Some(drains))
 }
@@ -722,10 +744,10 @@ fn field_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn field_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    if list.is_empty() || !list.iter().all(|s| is_field_name(s)) {
-        return Err(de::Error::custom(
-            "scope: expected a list of JSON field names such as [\"user\", \"userId\"]",
-        ));
+    if list.is_empty() || list.len() > MAX_SCOPE_FIELDS || !list.iter().all(|s| is_field_name(s)) {
+        return Err(de::Error::custom(format!(
+            "scope: expected 1 to {MAX_SCOPE_FIELDS} JSON field names such as [\"user\", \"userId\"]"
+        )));
     }
     Ok(list)
 }
@@ -1095,6 +1117,15 @@ max_grant_entries = 4
             (d("scope = [\"a b\"]\n"), "scope"),
             (d("hidden = \"\"\n"), "JSON field name"),
             (d("format = \"text\"\n"), "unknown variant `text`"),
+            (d("hidden = \"user\"\n"), "also a scope field"),
+            (
+                d("scope = [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]\n"),
+                "1 to 8",
+            ),
+            (
+                "[[drain]]\nname = \"logs\"\nfeeds = [\"svc/logs\"]\n".to_string(),
+                "has the name of the feed svc/logs",
+            ),
             (d("admins = [\"Root!\"]\n"), "admins"),
             (
                 d("event = true\n"),

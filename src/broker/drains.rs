@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::config::DrainSpec;
@@ -39,6 +39,20 @@ use super::topic::{Budget, Owner, TopicKey};
 /// while the reader's ssh catches up; beyond it the watcher misses lines rather than hold
 /// the services' feeds back.
 pub const WATCH_QUEUE: usize = 256 * 1024;
+
+/// Bytes queued for all drain watchers together. Their own budget, not the topics': a
+/// watcher is never paced nor evicted (it misses lines instead), so charging the topics'
+/// budget would let slow log readers stall publishers elsewhere. 64 MiB is 256 watchers
+/// a full queue behind at once; beyond it watchers miss lines.
+pub const WATCHERS_BUDGET: usize = 64 * 1024 * 1024;
+
+/// A gathering watcher is woken early once this much is queued, so it writes before its
+/// queue fills even when lines arrive faster than it gathers them.
+const WAKE_AT: usize = WATCH_QUEUE / 4;
+
+/// Allocation a watcher's staged lines grow by: a few reads' worth of lines for one user,
+/// so consecutive blocks share a buffer and a busy watcher allocates once per few KiB.
+const STAGE_ALLOC: usize = 4096;
 
 /// How often a watcher that misses lines is told so, at most.
 pub const DROP_NOTICE_EVERY: Duration = Duration::from_secs(1);
@@ -77,7 +91,9 @@ pub struct Drains {
 }
 
 impl Drains {
-    pub fn new(specs: &[DrainSpec], budget: &Arc<Budget>) -> Drains {
+    pub fn new(specs: &[DrainSpec]) -> Drains {
+        let budget = Arc::new(Budget::new(WATCHERS_BUDGET));
+        let budget = &budget;
         let mut drains = Drains::default();
         for spec in specs {
             let drain = Arc::new(Drain::new(spec.clone(), budget.clone()));
@@ -163,10 +179,11 @@ impl Feed {
             skipped.len += data.len();
         } else if self.partial.len() + data.len() > self.max_line {
             // From here only the length is kept: a publisher holds at most max_line.
-            let mut quote = self.partial.split().to_vec();
-            quote.extend_from_slice(data);
-            let len = quote.len();
-            quote.truncate(NOTICE_QUOTE);
+            let len = self.partial.len() + data.len();
+            let head = self.partial.split();
+            let mut quote = head[..head.len().min(NOTICE_QUOTE)].to_vec();
+            let more = NOTICE_QUOTE - quote.len();
+            quote.extend_from_slice(&data[..data.len().min(more)]);
             self.skipping = Some(Skipped { len, quote });
         } else {
             self.partial.extend_from_slice(data);
@@ -271,9 +288,15 @@ impl Drain {
         }
         self.counts.lines.fetch_add(1, Ordering::Relaxed);
         if line.len() > self.spec.max_line {
+            self.counts.lines.fetch_sub(1, Ordering::Relaxed);
             return self.too_long(line.len(), &line[..NOTICE_QUOTE.min(line.len())], wakes);
         }
-        let Some(scan) = scan(line, &self.spec.scope, &self.spec.hidden) else {
+        // serde skips the strings it does not keep without checking them: a line must be
+        // UTF-8 text as a whole to be JSON.
+        let scan = std::str::from_utf8(line)
+            .ok()
+            .and_then(|_| scan(line, &self.spec.scope, &self.spec.hidden));
+        let Some(scan) = scan else {
             self.counts.invalid.fetch_add(1, Ordering::Relaxed);
             let quote = &line[..line.len().min(NOTICE_QUOTE)];
             return self.notice(
@@ -306,6 +329,7 @@ impl Drain {
 
     fn too_long(&self, len: usize, quote: &[u8], wakes: &mut Wakes) {
         self.counts.too_long.fetch_add(1, Ordering::Relaxed);
+        self.counts.lines.fetch_add(1, Ordering::Relaxed);
         let reason = format!("line rejected: longer than {} bytes", self.spec.max_line);
         self.notice(&reason, len, quote, wakes);
     }
@@ -324,8 +348,10 @@ impl Drain {
             "drain": self.spec.name,
             "bytes": bytes,
             "line": String::from_utf8_lossy(quote),
+            "lines": self.counts.lines.load(Ordering::Relaxed),
             "invalid": self.counts.invalid.load(Ordering::Relaxed),
             "too_long": self.counts.too_long.load(Ordering::Relaxed),
+            "missed": self.counts.missed.load(Ordering::Relaxed),
             "service": "piped",
             &self.spec.hidden: true,
         });
@@ -388,12 +414,15 @@ impl Drop for Wakes {
         for w in self.0.drain(..) {
             let mut q = lock(&w.queue);
             if !q.staged.is_empty() {
+                // Charged per block, not per line: the budget is shared by every watcher's
+                // writes, and an atomic add per line would bounce it between cores.
+                w.budget.add(q.staged.len());
                 let data = q.staged.split().freeze();
                 let lines = std::mem::take(&mut q.staged_lines);
                 q.blocks.push_back(Block { data, lines });
             }
             q.due = false;
-            let urgent = q.idle || q.bytes >= WATCH_QUEUE / 4;
+            let urgent = q.idle || q.bytes >= WAKE_AT;
             drop(q);
             if urgent {
                 w.wake.notify_one();
@@ -422,7 +451,8 @@ struct Queue {
     /// The watcher found nothing to write and waits for lines; otherwise it is gathering
     /// and is woken only once the queue passes a quarter full.
     idle: bool,
-    /// Bytes in `blocks` and `staged`, charged to the global budget.
+    /// Bytes in `blocks` and `staged`; those in `blocks` are charged to the watchers'
+    /// budget.
     bytes: usize,
     /// Lines missed since the watcher last took the count.
     missed: u64,
@@ -438,8 +468,11 @@ impl Watcher {
             q.missed += 1;
             return false;
         }
-        self.budget.add(len);
         q.bytes += len;
+        if q.staged.capacity() - q.staged.len() < len {
+            // Blocks of several reads share one allocation rather than one each.
+            q.staged.reserve(len.max(STAGE_ALLOC));
+        }
         q.staged.extend_from_slice(line);
         q.staged.extend_from_slice(b"\n");
         q.staged_lines += 1;
@@ -510,12 +543,14 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         let q = lock(&self.queue);
-        self.budget.sub(q.bytes);
+        // Staged lines were never charged (a Wakes still holding this watcher would have
+        // queued them; none does once it is dropped).
+        self.budget.sub(q.bytes - q.staged.len());
     }
 }
 
 /// The length of `data` up to and including its `n`-th newline (all of it if fewer).
-fn nth_line_end(data: &[u8], n: u64) -> usize {
+pub(super) fn nth_line_end(data: &[u8], n: u64) -> usize {
     let mut seen = 0;
     data.iter()
         .position(|&b| {
@@ -566,27 +601,95 @@ impl<'de> Visitor<'de> for ScanSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scan, A::Error> {
         let mut scan = Scan::default();
-        let mut seen = vec![false; self.scope.len() + 1];
+        // One bit per scope field, and the top one for the hidden field (config caps the
+        // scope list at MAX_SCOPE_FIELDS).
+        let mut seen = 0u64;
         while let Some(field) = map.next_key_seed(FieldSeed(self))? {
             let Some(i) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            if std::mem::replace(&mut seen[i], true) {
+            let bit = 1u64 << i;
+            if seen & bit != 0 {
                 return Err(de::Error::custom("repeated scope or hidden field"));
             }
-            let value = map.next_value::<Value>()?;
+            seen |= bit;
             if i == self.scope.len() {
-                scan.hidden = !matches!(value, Value::Bool(false) | Value::Null);
-            } else {
-                match value {
-                    Value::String(s) => scan.users.push(s),
-                    Value::Number(n) => scan.users.push(n.to_string()),
-                    _ => {}
+                scan.hidden = map.next_value::<Hides>()?.0;
+            } else if let Some(user) = map.next_value::<ScopeValue>()?.0 {
+                if !scan.users.contains(&user) {
+                    scan.users.push(user);
                 }
             }
         }
         Ok(scan)
+    }
+}
+
+/// A scope field's value: the user name when it is a string; anything else names nobody.
+/// Read without building the value, so a huge array in a scope field costs no memory.
+struct ScopeValue(Option<String>);
+
+impl<'de> Deserialize<'de> for ScopeValue {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueKind).map(|k| match k {
+            Kind::Str(s) => ScopeValue(Some(s)),
+            _ => ScopeValue(None),
+        })
+    }
+}
+
+/// The hidden field's value: hides unless `false` or `null`.
+struct Hides(bool);
+
+impl<'de> Deserialize<'de> for Hides {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueKind)
+            .map(|k| Hides(!matches!(k, Kind::False | Kind::Null)))
+    }
+}
+
+/// What a scope or hidden field holds, as much as a drain needs to know.
+enum Kind {
+    Str(String),
+    False,
+    Null,
+    Other,
+}
+
+struct ValueKind;
+
+impl<'de> Visitor<'de> for ValueKind {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Kind, E> {
+        Ok(Kind::Str(s.to_string()))
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Kind, E> {
+        Ok(if b { Kind::Other } else { Kind::False })
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Kind, E> {
+        Ok(Kind::Null)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other)
     }
 }
 
@@ -639,8 +742,11 @@ mod tests {
             })
         );
         let s = sc(r#"{"userId":42,"user":"bob","hidden":true}"#).unwrap();
-        assert_eq!(s.users, ["42", "bob"]);
+        assert_eq!(s.users, ["bob"], "only strings name users");
         assert!(s.hidden);
+        let s = sc(r#"{"userId":"alice","user":"alice","pad":[1,{"a":[null]}]}"#).unwrap();
+        assert_eq!(s.users, ["alice"], "one name, one delivery");
+        assert!(sc(r#"{"user":"a","hidden":[]}"#).unwrap().hidden);
         assert!(!sc(r#"{"user":"a","hidden":false}"#).unwrap().hidden);
         assert!(!sc(r#"{"user":"a","hidden":null}"#).unwrap().hidden);
         assert!(
@@ -663,8 +769,9 @@ mod tests {
             max_line,
             events: true,
         };
-        let budget = Arc::new(Budget::new(1 << 30));
-        (Drains::new(&[spec], &budget), budget)
+        let drains = Drains::new(&[spec]);
+        let budget = drains.all[0].budget.clone();
+        (drains, budget)
     }
 
     fn feed_key() -> TopicKey {
@@ -749,5 +856,11 @@ mod tests {
             sc(" {\"user\":\"a\"}\r").is_some(),
             "JSON whitespace around is fine"
         );
+        // Not UTF-8 inside a string the scan skips: Drain::ingest refuses it whole.
+        let (drains, _) = drains(1024);
+        let drain = drains.get("logs").unwrap();
+        let mut feed = drains.feed(&feed_key()).unwrap();
+        feed.push(b"{\"user\":\"alice\",\"m\":\"\xff\"}\n");
+        assert_eq!(drain.counts.invalid.load(Ordering::Relaxed), 1);
     }
 }

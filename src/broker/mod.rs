@@ -36,7 +36,7 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::UnixListener;
@@ -100,6 +100,17 @@ pub const MAX_PUBLIC_TOPICS: usize = 16;
 /// Where piped keeps its durable state (the grants file).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/piped";
 
+/// piped's own events one user may raise a second (two per session: its start and end).
+/// Beyond it they go to the journal only, so a user looping over bad requests cannot
+/// crowd other users' events out of the event queue nor fill the admins' drain queues.
+pub const USER_EVENTS_PER_SEC: u32 = 40;
+
+/// The window [`USER_EVENTS_PER_SEC`] counts over.
+const EVENT_WINDOW: Duration = Duration::from_secs(1);
+
+/// Users' event counts kept before stale ones are swept (one sweep per this many users).
+const EVENT_USERS_KEPT: usize = 1024;
+
 /// The account `pipe-admin` writes key lines for; only it may assert `--user`.
 pub const DEFAULT_SERVICE_USER: &str = "pipe";
 
@@ -136,6 +147,8 @@ pub struct Broker {
     budget: Arc<Budget>,
     /// Live sessions per user.
     sessions: Mutex<HashMap<String, usize>>,
+    /// Per user: the second being counted and the events raised in it.
+    events: Mutex<HashMap<String, (Instant, u32)>>,
     /// Connections open, counted against [`Limits::max_connections`] from `accept`.
     connections: Arc<AtomicUsize>,
     next_id: AtomicU64,
@@ -179,15 +192,16 @@ impl Broker {
             topics: Mutex::new(HashMap::new()),
             patterns: Mutex::new(Vec::new()),
             sessions: Mutex::new(HashMap::new()),
+            events: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             soft: CancellationToken::new(),
             hard: CancellationToken::new(),
         }
     }
 
-    /// This broker with the drains `specs` declare, sharing its buffer budget.
+    /// This broker with the drains `specs` declare.
     pub fn with_drains(mut self, specs: &[DrainSpec]) -> Broker {
-        self.drains = Arc::new(Drains::new(specs, &self.budget));
+        self.drains = Arc::new(Drains::new(specs));
         self
     }
 
@@ -351,6 +365,22 @@ impl Broker {
         let mut all: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all
+    }
+
+    /// Whether `user` may raise one more of piped's own events this second
+    /// ([`USER_EVENTS_PER_SEC`]).
+    pub fn event_allowed(&self, user: &str) -> bool {
+        let now = Instant::now();
+        let mut events = lock(&self.events);
+        if events.len() >= EVENT_USERS_KEPT {
+            events.retain(|_, (since, _)| now.duration_since(*since) < EVENT_WINDOW);
+        }
+        let (since, n) = events.entry(user.to_string()).or_insert((now, 0));
+        if now.duration_since(*since) >= EVENT_WINDOW {
+            (*since, *n) = (now, 0);
+        }
+        *n += 1;
+        *n <= USER_EVENTS_PER_SEC
     }
 
     /// Counts a new session against the per-user cap.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::deliver::{Subscriber, Wildcard, deliver, deliver_drain, deliver_many};
-use super::drains::EVENTS;
+use super::drains::{Drains, EVENTS};
 use super::fdio::Fd;
 use super::grants::GrantsError;
 use super::identity::{self, Identity};
@@ -125,7 +125,7 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
         Ok(r) => r,
         Err(e) => {
             let out = fail(Exit::Usage, e.to_string());
-            ended(None, &who.user, &out);
+            ended(&broker, None, &who.user, &out);
             return reply(stream, out).await;
         }
     };
@@ -133,7 +133,7 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
         Ok(a) => a,
         Err(r) => {
             let out = refused(r);
-            ended(None, &who.user, &out);
+            ended(&broker, None, &who.user, &out);
             return reply(stream, out).await;
         }
     };
@@ -143,9 +143,13 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
     let cancel = broker.hard.child_token();
     let client_gone = CancellationToken::new();
     let id = broker.next_id();
-    // A `logs` session is not an event of its own: it would fill the very stream it reads.
-    let watching = matches!(request, Request::Logs(_));
-    if watching {
+    // Reading a drain is not an event of its own: it would fill the very stream it reads.
+    let watching = match &request {
+        Request::Logs(_) => true,
+        Request::Sub(s) => drain_named(&broker.drains, Some(&s.topic)).is_some(),
+        _ => false,
+    };
+    if watching || !broker.event_allowed(&who.user) {
         info!(session = id, user = %who.user, request = %hello.request, "session start");
     } else {
         info!(target: EVENTS, session = id, user = %who.user, request = %hello.request, "session started");
@@ -175,11 +179,16 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
     };
     watcher.abort();
     if client_gone.is_cancelled() {
-        info!(session = id, "session end: client gone");
+        let gone = (Exit::Ok, Some("client gone".to_string()));
+        if watching {
+            info!(session = id, "session end: client gone");
+        } else {
+            ended(&broker, Some(id), &ctx.who.user, &gone);
+        }
     } else if watching && outcome.0 == Exit::Ok {
         info!(session = id, exit = 0, "session end");
     } else {
-        ended(Some(id), &ctx.who.user, &outcome);
+        ended(&broker, Some(id), &ctx.who.user, &outcome);
     }
     let (code, message) = outcome;
     // The session is over before its client hears so: a client that has its final status
@@ -191,13 +200,22 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
 }
 
 /// The event of a session's end (or of a request refused before one began), for the user's
-/// drains: why it ended is what a user most needs to see there (DESIGN §5a).
-fn ended(session: Option<SessionId>, user: &str, (code, message): &Outcome) {
+/// drains: why it ended is what a user most needs to see there (DESIGN §5a). Over the
+/// user's event rate it goes to the journal only.
+fn ended(broker: &Broker, session: Option<SessionId>, user: &str, (code, message): &Outcome) {
     let reason = message.as_deref().unwrap_or("");
-    if *code == Exit::Ok {
-        info!(target: EVENTS, session, user, exit = 0, "session ended");
-    } else {
-        warn!(target: EVENTS, session, user, exit = code.code(), reason, "session ended: {reason}");
+    let exit = code.code();
+    match (*code == Exit::Ok, broker.event_allowed(user)) {
+        (_, false) => info!(session, user, exit, reason, "session end"),
+        (true, true) if reason.is_empty() => {
+            info!(target: EVENTS, session, user, exit, "session ended")
+        }
+        (true, true) => {
+            info!(target: EVENTS, session, user, exit, reason, "session ended: {reason}")
+        }
+        (false, true) => {
+            warn!(target: EVENTS, session, user, exit, reason, "session ended: {reason}")
+        }
     }
 }
 
@@ -440,11 +458,8 @@ async fn publish_to(
     if offer.block {
         offer.wait_for_receiver(ctx, topic).await?;
     }
+    // A bare event (one NUL byte) is not a line: a drain would only count it as invalid.
     let end = if p.empty {
-        if let Some(feed) = feed.as_mut() {
-            feed.push(b"\0");
-            feed.finish();
-        }
         offer.send(ctx, topic, Bytes::from_static(b"\0")).await?
     } else {
         pump(ctx, topic, input, &offer, feed.as_mut()).await?
@@ -463,7 +478,7 @@ async fn publish_to(
 }
 
 async fn subscribe(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
-    if let Some(drain) = drain_named(ctx, Some(&s.topic)) {
+    if let Some(drain) = drain_named(&ctx.broker.drains, Some(&s.topic)) {
         if s.access.is_some() {
             return Err(fail(
                 Exit::Usage,
@@ -483,15 +498,15 @@ async fn subscribe(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome, Outcome> {
 
 /// The declared drain a bare topic name names: drains take precedence over the caller's own
 /// topic of the same name, so `sub logs` reads the drain.
-fn drain_named<'a>(ctx: &Ctx, topic: Option<&'a Named>) -> Option<&'a str> {
+fn drain_named<'a>(drains: &Drains, topic: Option<&'a Named>) -> Option<&'a str> {
     let t = topic?;
     let name = t.name.as_str();
-    (t.namespace == Namespace::Own && ctx.broker.drains.get(name).is_some()).then_some(name)
+    (t.namespace == Namespace::Own && drains.get(name).is_some()).then_some(name)
 }
 
 /// Refuses to write into a drain's name: its lines come from its feeds.
 fn not_a_drain(ctx: &Ctx, topic: Option<&Named>) -> Result<(), Outcome> {
-    match drain_named(ctx, topic) {
+    match drain_named(&ctx.broker.drains, topic) {
         Some(name) => Err(fail(
             Exit::Usage,
             format!("{name} is a drain: read it with `sub {name}`; services write into its feed"),
