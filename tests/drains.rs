@@ -332,3 +332,36 @@ fn a_service_logging_through_the_tracing_layer_reaches_each_user() {
 fn everything_text(lines: &[&str]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
+
+/// The same service on another machine: the layer publishes through `ssh host pub
+/// log-drain -b=false` (pico's way), here as the Unix account `pipetest`.
+#[test]
+fn a_service_can_ship_its_logs_through_ssh() {
+    let (_dir, config) = drain_config("events = false\n");
+    let t = team_with(&config);
+    let alice = t.member("alice");
+    let mut a = t.spawn(alice, "logs -n 2 -c");
+    wait_for_watchers(&t.h, 1);
+    let mut service = Command::new(log_service_bin());
+    service
+        .args(["--service", "remote", "--ssh"])
+        .args(t.h.ssh_args());
+    let out = run_command(
+        service,
+        "log-service --ssh",
+        b"alice build\nbob build\n",
+        SHORT,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = a.finish(SHORT);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (l, message) in got.iter().zip(["job started", "job done"]) {
+        assert_eq!(
+            (&l["user"], &l["service"]),
+            (&Value::from("alice"), &Value::from("remote"))
+        );
+        assert_eq!(l["message"], message);
+    }
+}
