@@ -207,7 +207,7 @@ pub enum DrainError {
 }
 
 /// Counters of a drain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DrainStats {
     /// Lines written into the transport (the broker's socket, the child's stdin, the sink),
     /// report lines not included. Written is not delivered: what a broker or child that
@@ -221,6 +221,11 @@ pub struct DrainStats {
     pub reconnects: u64,
     /// Whether the thread holds a live connection now.
     pub connected: bool,
+    /// Why the last connection ended, when the other side said or showed it: the broker's
+    /// refusal (`exit 3: access denied` for a topic the service may not publish to) or
+    /// the command's exit status. The drain keeps retrying, so this is where a wrong
+    /// topic, grant or ssh setup shows.
+    pub last_error: Option<String>,
 }
 
 /// A [`Builder::sink`] closure.
@@ -440,6 +445,7 @@ struct Shared {
     done: AtomicBool,
     /// When the thread must have finished its shutdown.
     stop_by: OnceLock<Instant>,
+    last_error: Mutex<Option<String>>,
     lock: Mutex<()>,
     /// Progress, shutdown and end of the thread.
     changed: Condvar,
@@ -486,6 +492,11 @@ impl Shared {
             queued: self.queued(),
             reconnects: self.reconnects.load(Ordering::Acquire),
             connected: self.connected.load(Ordering::Acquire),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -888,6 +899,7 @@ impl Target {
                     control,
                     data: ours,
                     frames: Vec::new(),
+                    ended: None,
                 })
             }
             Target::Command { program, args } => {
@@ -898,7 +910,11 @@ impl Target {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()?;
-                Ok(Conn::Child { child, data: ours })
+                Ok(Conn::Child {
+                    child,
+                    data: ours,
+                    ended: None,
+                })
             }
             Target::Sink(f) => f
                 .take()
@@ -929,10 +945,14 @@ enum Conn {
         data: UnixStream,
         /// Partial frames read from the control connection.
         frames: Vec<u8>,
+        /// The broker's reason, once it ended the session with one.
+        ended: Option<String>,
     },
     Child {
         child: Child,
         data: UnixStream,
+        /// The child's exit status, once it exited.
+        ended: Option<String>,
     },
     Sink(SinkFn),
 }
@@ -942,7 +962,10 @@ impl Conn {
     fn alive(&mut self) -> bool {
         match self {
             Conn::Broker {
-                control, frames, ..
+                control,
+                frames,
+                ended,
+                ..
             } => {
                 let mut chunk = [0u8; 512];
                 match recv(control.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
@@ -953,7 +976,14 @@ impl Conn {
                         loop {
                             match proto::decode::<ToClient>(frames) {
                                 Ok(None) => return true,
-                                Ok(Some((ToClient::Exit { .. }, _))) | Err(_) => return false,
+                                Ok(Some((ToClient::Exit { code, message }, _))) => {
+                                    if code != crate::exit::Exit::Ok {
+                                        let why = message.unwrap_or_default();
+                                        *ended = Some(format!("exit {}: {why}", code.code()));
+                                    }
+                                    return false;
+                                }
+                                Err(_) => return false,
                                 Ok(Some((_, used))) => {
                                     frames.drain(..used.min(frames.len()));
                                 }
@@ -962,7 +992,14 @@ impl Conn {
                     }
                 }
             }
-            Conn::Child { child, .. } => matches!(child.try_wait(), Ok(None)),
+            Conn::Child { child, ended, .. } => match child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    *ended = Some(format!("command {status}"));
+                    false
+                }
+                Err(_) => false,
+            },
             Conn::Sink(_) => true,
         }
     }
@@ -1016,6 +1053,7 @@ impl Conn {
                 mut control,
                 data,
                 mut frames,
+                ..
             } => {
                 drop(data);
                 loop {
@@ -1029,7 +1067,9 @@ impl Conn {
                     }
                 }
             }
-            Conn::Child { mut child, data } => {
+            Conn::Child {
+                mut child, data, ..
+            } => {
                 drop(data);
                 while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                     thread::sleep(CHILD_POLL);
@@ -1205,8 +1245,19 @@ impl Worker {
     /// Drops a broken connection and waits before the next attempt; a connection that
     /// lasted the backoff cap was healthy, so the delays start over.
     fn disconnect(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         self.shared.connected.store(false, Ordering::Release);
+        if let Conn::Broker { ended, .. } | Conn::Child { ended, .. } = &mut conn {
+            if let Some(why) = ended.take() {
+                *self
+                    .shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        }
         conn.close(Instant::now());
         if self.connected_at.elapsed() >= self.backoff.max {
             self.backoff.reset();

@@ -124,7 +124,7 @@ fn example_service_lines_reach_a_subscriber_in_order() {
     let stats: Value = serde_json::from_slice(&out.stdout).expect("stats JSON on stdout");
     assert_eq!(
         stats,
-        serde_json::json!({"sent": 6, "dropped": 0, "reconnects": 0}),
+        serde_json::json!({"sent": 6, "dropped": 0, "reconnects": 0, "last_error": null}),
         "{out:?}"
     );
 
@@ -200,6 +200,30 @@ fn with_the_broker_gone_log_calls_never_block_and_every_drop_is_counted() {
         (CALLS, 0),
         "queued lines lost at shutdown: {s:?}"
     );
+}
+
+/// A drain the broker refuses keeps retrying, and says why in its counters: here the topic
+/// is the name of a drain the admin declared, which nobody may publish to.
+#[test]
+fn a_refused_drain_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("piped.toml");
+    fs::write(
+        &config,
+        "[[drain]]\nname = \"logs\"\nfeeds = [\"svc/log-drain\"]\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let h = Harness::builder()
+        .no_sshd()
+        .broker_args(&["--config", &config])
+        .start();
+    let (d, handle) = dispatch(Builder::new("refused").socket(&h.socket, "logs"));
+    log_lines(&d, "refused", 1);
+    wait_stats(&handle, SHORT, "the refusal", |s| s.last_error.is_some());
+    // Written into the socket before the broker answered counts as sent (module docs).
+    let why = handle.stats().last_error.unwrap();
+    assert!(why.starts_with("exit 2: logs is a drain"), "{why}");
 }
 
 #[test]

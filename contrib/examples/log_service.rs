@@ -13,7 +13,8 @@
 //! - `hidden USER MESSAGE`: logs MESSAGE about USER that USER must not see.
 //!
 //! At end of input it waits (at most 5 s) for the drain to write everything, prints the
-//! drain's counters as one JSON line (`{"sent":…,"dropped":…,"reconnects":…}`) and exits 0.
+//! drain's counters as one JSON line (`{"sent":…,"dropped":…,"reconnects":…,
+//! "last_error":…}`) and exits 0.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -67,6 +68,7 @@ fn main() -> Result<()> {
         "sent": stats.sent,
         "dropped": stats.dropped,
         "reconnects": stats.reconnects,
+        "last_error": stats.last_error,
     });
     println!("{stats}");
     Ok(())
