@@ -143,6 +143,9 @@ fn each_user_sees_exactly_their_lines_and_admins_see_all() {
             (Some(1), Some(1))
         );
     }
+    // And piped's own log says so, for admins not watching.
+    let log = t.h.piped_log();
+    assert!(log.contains("drain lines rejected"), "{log}");
 }
 
 #[test]

@@ -23,12 +23,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use tokio::sync::Notify;
+use tracing::warn;
 
 use super::config::DrainSpec;
 use super::identity::Identity;
@@ -53,6 +54,9 @@ const WAKE_AT: usize = WATCH_QUEUE / 4;
 /// Allocation a watcher's staged lines grow by: a few reads' worth of lines for one user,
 /// so consecutive blocks share a buffer and a busy watcher allocates once per few KiB.
 const STAGE_ALLOC: usize = 4096;
+
+/// How often, at most, piped's log says a drain rejected lines.
+const JOURNAL_EVERY: Duration = Duration::from_secs(10);
 
 /// How often a watcher that misses lines is told so, at most.
 pub const DROP_NOTICE_EVERY: Duration = Duration::from_secs(1);
@@ -212,6 +216,8 @@ impl Feed {
 pub struct Drain {
     pub spec: DrainSpec,
     watchers: Mutex<Watchers>,
+    /// When rejected lines were last written to piped's log.
+    journaled: Mutex<Option<Instant>>,
     budget: Arc<Budget>,
     pub counts: Counts,
 }
@@ -240,6 +246,7 @@ impl Drain {
         Drain {
             spec,
             watchers: Mutex::new(Watchers::default()),
+            journaled: Mutex::new(None),
             budget,
             counts: Counts::default(),
         }
@@ -336,6 +343,7 @@ impl Drain {
 
     /// Tells the drain's admins about a line no user got, with the running counts.
     fn notice(&self, message: &str, bytes: usize, quote: &[u8], wakes: &mut Wakes) {
+        self.journal_rejects();
         let w = lock(&self.watchers);
         if w.admins.is_empty() {
             return;
@@ -359,6 +367,26 @@ impl Drain {
         for a in &w.admins {
             a.offer(text.as_bytes(), wakes);
         }
+    }
+}
+
+impl Drain {
+    /// Rejected lines also go to piped's own log, so admins not watching see them in the
+    /// journal: at most one line per [`JOURNAL_EVERY`] with the running counts, as a feed
+    /// of garbage must not flood the journal.
+    fn journal_rejects(&self) {
+        let mut last = lock(&self.journaled);
+        if last.is_some_and(|t| t.elapsed() < JOURNAL_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        warn!(
+            drain = %self.spec.name,
+            lines = self.counts.lines.load(Ordering::Relaxed),
+            invalid = self.counts.invalid.load(Ordering::Relaxed),
+            too_long = self.counts.too_long.load(Ordering::Relaxed),
+            "drain lines rejected (not one JSON object, or too long): they reach no user"
+        );
     }
 }
 
