@@ -80,21 +80,10 @@ impl AuthorizedKeys {
     /// symbolic link (pipe-admin runs as root and writes where it is told, not where a link
     /// points) and markers it cannot make sense of.
     pub fn read(path: &Path) -> Result<AuthorizedKeys, AdminError> {
-        let metadata = match fs::symlink_metadata(path) {
-            Ok(metadata) => Some(metadata),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_error("reading", path, e)),
-        };
-        if let Some(metadata) = &metadata
-            && !metadata.is_file()
-        {
-            return Err(AdminError::NotAFile(path.to_path_buf()));
+        match read_regular(path)? {
+            Some((metadata, content)) => Self::parse(path, content, Some(metadata)),
+            None => Self::parse(path, Vec::new(), None),
         }
-        let content = match &metadata {
-            Some(_) => fs::read(path).map_err(|e| io_error("reading", path, e))?,
-            None => Vec::new(),
-        };
-        Self::parse(path, content, metadata)
     }
 
     fn parse(
@@ -243,11 +232,7 @@ impl AuthorizedKeys {
     /// gitolite's guard: if the file is not what was read, another writer was at work, and
     /// renaming over it would lose their change.
     fn check_unchanged(&self) -> Result<(), AdminError> {
-        let now = match fs::read(&self.path) {
-            Ok(now) => Some(now),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_error("reading", &self.path, e)),
-        };
+        let now = read_regular(&self.path)?.map(|(_, content)| content);
         let before = self.metadata.as_ref().map(|_| &self.content);
         if now.as_ref() != before {
             return Err(AdminError::ChangedMeanwhile(self.path.clone()));
@@ -256,9 +241,61 @@ impl AuthorizedKeys {
     }
 }
 
+/// Reads a regular file's metadata and contents through one descriptor opened without
+/// following a symbolic link, so what is checked is what is read (a link swapped in
+/// between a check by path and a read by path would be followed). `None`: no such file.
+fn read_regular(path: &Path) -> Result<Option<(Metadata, Vec<u8>)>, AdminError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO planted there must not hang; regular files ignore it.
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP: the last component is a symbolic link.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(AdminError::NotAFile(path.to_path_buf()));
+        }
+        Err(e) => return Err(io_error("reading", path, e)),
+    };
+    let metadata = file.metadata().map_err(|e| io_error("reading", path, e))?;
+    if !metadata.is_file() {
+        return Err(AdminError::NotAFile(path.to_path_buf()));
+    }
+    let mut content = Vec::new();
+    file.read_to_end(&mut content)
+        .map_err(|e| io_error("reading", path, e))?;
+    Ok(Some((metadata, content)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_regular_file_is_read_never_through_a_link_nor_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, "ssh-ed25519 AAAA x\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(
+            AuthorizedKeys::read(&link),
+            Err(AdminError::NotAFile(_))
+        ));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(
+            matches!(AuthorizedKeys::read(&fifo), Err(AdminError::NotAFile(_))),
+            "refused at once, not blocked opening it"
+        );
+        assert!(AuthorizedKeys::read(&dir.path().join("missing")).is_ok());
+        assert!(AuthorizedKeys::read(&real).is_ok());
+    }
 
     fn from_text(text: &str) -> Result<AuthorizedKeys, AdminError> {
         AuthorizedKeys::parse(Path::new("ak"), text.as_bytes().to_vec(), None)
