@@ -197,6 +197,7 @@ fn users_are_added_listed_and_removed_with_their_keys() {
     env.ok(&["user", "add", "alice"]);
     assert_eq!(env.ok(&["user", "list"]), "alice\nbob\n");
     assert!(assert_fails(&env.run(&["user", "add", "alice"]), 4).contains("already exists"));
+    assert!(assert_fails(&env.run(&["user", "add", "root"]), 2).contains("root is reserved"));
 
     let key = env.keygen("a", "alice@laptop");
     env.ok(&["key", "add", "alice", key.to_str().unwrap()]);

@@ -160,6 +160,8 @@ impl From<AdminExit> for std::process::ExitCode {
 pub enum AdminError {
     #[error("invalid user name: {0} (expected [a-z_][a-z0-9_-]{{0,31}}, not \"public\")")]
     BadUser(String),
+    #[error("{0} is reserved: piped takes it for the host's administrator")]
+    ReservedUser(String),
     #[error(transparent)]
     BadKeyName(#[from] BadKeyName),
     #[error(transparent)]
@@ -232,6 +234,7 @@ impl AdminError {
     pub fn exit(&self) -> AdminExit {
         match self {
             AdminError::BadUser(_)
+            | AdminError::ReservedUser(_)
             | AdminError::BadKeyName(_)
             | AdminError::Key(_)
             | AdminError::BadForcedCommand(_) => AdminExit::Usage,
@@ -361,6 +364,11 @@ impl Admin {
     /// `user add`: creates the user's (empty) key directory.
     pub fn user_add(&self, user: &str) -> Result<Vec<Warning>, AdminError> {
         let user = user_name(user)?;
+        // A pipe user named root would own root's namespace (root/…) and be taken for
+        // the admin by name wherever names are compared (a drain's `admins`).
+        if user.as_str() == RESERVED_USER {
+            return Err(AdminError::ReservedUser(RESERVED_USER.to_string()));
+        }
         let mut change = self.begin()?;
         if change.dir.keys(&user).is_some() {
             return Err(AdminError::UserExists(user));
@@ -495,6 +503,9 @@ impl Admin {
         self.commit(&change.file, &change.dir)
     }
 }
+
+/// The one user name pipe-admin never creates.
+const RESERVED_USER: &str = "root";
 
 /// A user name as typed, checked.
 fn user_name(name: &str) -> Result<UserName, AdminError> {
