@@ -269,9 +269,7 @@ fn a_service_logging_through_the_tracing_layer_reaches_each_user() {
     service
         .args(["--service", "jobs", "--socket"])
         .arg(&t.h.socket);
-    let user = nix::unistd::User::from_name(LOGIN_USER).unwrap().unwrap();
-    std::os::unix::process::CommandExt::uid(&mut service, user.uid.as_raw());
-    std::os::unix::process::CommandExt::gid(&mut service, user.gid.as_raw());
+    let service = run_as_account(service, LOGIN_USER);
     let out = run_command(service, "log-service", commands.as_bytes(), SHORT);
     assert_eq!(out.code, Some(0), "{out:?}");
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();

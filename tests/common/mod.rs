@@ -828,14 +828,7 @@ impl Harness {
 
     /// A local `pipe-shell` run as Unix user `account` (a service on the broker's host).
     pub fn pipe_shell_as(&self, account: &str) -> Command {
-        use std::os::unix::process::CommandExt;
-        let user = nix::unistd::User::from_name(account)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("no account {account}"));
-        let mut c = self.pipe_shell();
-        c.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-        c
+        run_as_account(self.pipe_shell(), account)
     }
 
     /// Sends `sig` to the broker.
@@ -984,6 +977,17 @@ impl Output {
 /// Starts any command with stdio piped, stdout and stderr collected in the background.
 pub fn spawn_command(cmd: Command, name: &str) -> Client {
     Client::spawn(cmd, name.to_string(), StdoutMode::Keep)
+}
+
+/// `cmd` run as Unix user `account` (its uid and primary group).
+pub fn run_as_account(mut cmd: Command, account: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let user = nix::unistd::User::from_name(account)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no account {account}"));
+    cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    cmd
 }
 
 /// Joins a helper thread, panicking if it is not done by `timeout`.
