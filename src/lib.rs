@@ -150,6 +150,8 @@ pub mod broker;
 #[cfg(feature = "drain")]
 pub mod drain;
 pub mod exit;
+pub mod glob;
+pub mod paths;
 pub mod proto;
 pub mod request;
 pub mod shell;

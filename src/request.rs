@@ -365,42 +365,13 @@ impl TopicName {
         self.0.as_bytes().contains(&STAR)
     }
 
-    /// Whether `name` is this topic (a plain name: equality) or matches this pattern: `*`
-    /// matches any run of characters, possibly empty, and the whole of `name` must match.
-    ///
-    /// The classic two-pointer glob match: on a mismatch, backtrack to just after the last
-    /// `*` and let it swallow one more character. No recursion, no allocation, and at worst
-    /// pattern length × name length steps (64 × 64 for real names).
+    /// Whether `name` is this topic (a plain name: equality) or matches this pattern
+    /// ([`crate::glob`]).
     pub fn matches(&self, name: &str) -> bool {
         if !self.is_pattern() {
             return self.0 == name;
         }
-        let pattern = self.0.as_bytes();
-        let name = name.as_bytes();
-        let (mut p, mut n) = (0, 0);
-        // After the last `*` seen: where the pattern resumes, and where in `name` its run ends.
-        let mut star: Option<(usize, usize)> = None;
-        while let Some(&c) = name.get(n) {
-            match pattern.get(p) {
-                Some(&STAR) => {
-                    p += 1;
-                    star = Some((p, n));
-                }
-                Some(&want) if want == c => {
-                    p += 1;
-                    n += 1;
-                }
-                _ => match star {
-                    Some((resume, end)) => {
-                        p = resume;
-                        n = end + 1;
-                        star = Some((resume, n));
-                    }
-                    None => return false,
-                },
-            }
-        }
-        pattern.iter().skip(p).all(|&b| b == STAR)
+        crate::glob::matches(self.0.as_bytes(), name.as_bytes())
     }
 
     pub fn as_str(&self) -> &str {

@@ -37,9 +37,8 @@ use std::thread::JoinHandle;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use crate::admin::DEFAULT_KEYS_DIR;
-use crate::broker::{DEFAULT_SERVICE_USER, DEFAULT_SOCKET};
 use crate::exit::{Exit, escape};
+use crate::paths;
 use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient, pollable};
 use crate::request::{Request, RequestError};
 
@@ -241,7 +240,7 @@ pub fn run() -> Exit {
                     }
                 }
             }
-            let socket = opts.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into());
+            let socket = opts.socket.clone().unwrap_or_else(|| paths::SOCKET.into());
             let hello = Hello {
                 version: PROTOCOL_VERSION,
                 request: request.render(),
@@ -256,7 +255,7 @@ pub fn run() -> Exit {
 /// Whether this process runs as the service account, the one that speaks for the users of
 /// the key directory.
 fn runs_as_service(opts: &Options) -> bool {
-    let name = opts.service_user.as_deref().unwrap_or(DEFAULT_SERVICE_USER);
+    let name = opts.service_user.as_deref().unwrap_or(paths::SERVICE_USER);
     nix::unistd::User::from_name(name)
         .ok()
         .flatten()
@@ -277,7 +276,7 @@ fn identify_by_key(file: &std::path::Path, opts: &Options) -> Option<(String, St
     let dir = opts
         .keys_dir
         .as_deref()
-        .unwrap_or(std::path::Path::new(DEFAULT_KEYS_DIR));
+        .unwrap_or(std::path::Path::new(paths::KEYS_DIR));
     let user = crate::admin::store::find_owner(dir, key.fingerprint())?;
     Some((user.as_str().to_string(), key.fingerprint().to_string()))
 }

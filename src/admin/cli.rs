@@ -9,13 +9,10 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
-use super::doctor::{DEFAULT_SSHD, DEFAULT_SSHD_CONFIG, Doctor};
+use super::doctor::Doctor;
 use super::store::{read_capped, text_of};
-use super::{
-    Admin, AdminError, AdminExit, DEFAULT_AUTHORIZED_KEYS, DEFAULT_FORCED_COMMAND,
-    DEFAULT_KEYS_DIR, KeyInfo, Warning, io_error,
-};
-use crate::broker::{DEFAULT_SERVICE_USER, DEFAULT_SOCKET};
+use super::{Admin, AdminError, AdminExit, KeyInfo, Warning, io_error};
+use crate::paths;
 
 /// Shown under every `--help`: scripts branch on these.
 const EXIT_CODES: &str = "\
@@ -49,13 +46,13 @@ const COMPLETION_SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
 #[command(name = "pipe-admin", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Key directory, the source of truth.
-    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_KEYS_DIR)]
+    #[arg(long, global = true, value_name = "DIR", default_value = paths::KEYS_DIR)]
     keys_dir: PathBuf,
     /// authorized_keys file whose managed block is rewritten.
-    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_AUTHORIZED_KEYS)]
+    #[arg(long, global = true, value_name = "FILE", default_value = paths::AUTHORIZED_KEYS)]
     authorized_keys: PathBuf,
     /// Forced command of each key line (`--user USER --key FINGERPRINT` is appended).
-    #[arg(long, global = true, value_name = "CMD", default_value = DEFAULT_FORCED_COMMAND)]
+    #[arg(long, global = true, value_name = "CMD", default_value = paths::FORCED_COMMAND)]
     forced_command: String,
     #[command(subcommand)]
     command: Command,
@@ -104,16 +101,16 @@ const GENERATE: &str = "generate";
 #[derive(clap::Args, Debug)]
 struct DoctorArgs {
     /// The shared service account the sshd snippet and the key lines are for.
-    #[arg(long, value_name = "USER", default_value = DEFAULT_SERVICE_USER)]
+    #[arg(long, value_name = "USER", default_value = paths::SERVICE_USER)]
     service_user: String,
     /// The broker's socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = paths::SOCKET)]
     socket: PathBuf,
     /// sshd's main configuration file.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_SSHD_CONFIG)]
+    #[arg(long, value_name = "FILE", default_value = paths::SSHD_CONFIG)]
     sshd_config: PathBuf,
     /// The sshd binary run with -T.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SSHD)]
+    #[arg(long, value_name = "PATH", default_value = paths::SSHD)]
     sshd: PathBuf,
 }
 

@@ -44,17 +44,11 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::unistd::{Gid, User};
 
+use super::Admin;
 use super::authorized_keys::AuthorizedKeys;
 use super::keys;
 use super::store::KeyDir;
-use super::{Admin, DEFAULT_KEYS_DIR};
-use crate::broker::{DEFAULT_SERVICE_USER, DEFAULT_SOCKET};
-
-/// sshd's main configuration file on Debian and Fedora.
-pub const DEFAULT_SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
-
-/// The sshd binary that reads [`DEFAULT_SSHD_CONFIG`].
-pub const DEFAULT_SSHD: &str = "/usr/sbin/sshd";
+use crate::{glob, paths};
 
 /// Where the shipped sshd snippet lives, named in fixes.
 pub const SNIPPET: &str = "/etc/ssh/sshd_config.d/50-pipe.conf";
@@ -239,7 +233,7 @@ impl Doctor {
             .forced_command
             .split_whitespace()
             .next()
-            .unwrap_or(super::DEFAULT_FORCED_COMMAND)
+            .unwrap_or(paths::FORCED_COMMAND)
     }
 
     fn match_block_fix(&self, setting: &str) -> String {
@@ -351,7 +345,11 @@ impl Doctor {
 
         let exposed: Vec<&str> = sshd
             .all("acceptenv")
-            .filter(|pattern| PROTECTED_ENV.iter().any(|name| glob_match(pattern, name)))
+            .filter(|pattern| {
+                PROTECTED_ENV
+                    .iter()
+                    .any(|name| glob::matches(pattern.as_bytes(), name.as_bytes()))
+            })
             .collect();
         if exposed.is_empty() {
             out.push(Finding::Ok(format!(
@@ -410,17 +408,13 @@ impl Doctor {
         // Where pipe-shell will connect and look keys up, and whom it speaks for: the same
         // flags (and defaults) as doctor's, or doctor checked other files than sessions use.
         let agree = [
-            (
-                "--socket",
-                DEFAULT_SOCKET,
-                self.socket.display().to_string(),
-            ),
+            ("--socket", paths::SOCKET, self.socket.display().to_string()),
             (
                 "--keys-dir",
-                DEFAULT_KEYS_DIR,
+                paths::KEYS_DIR,
                 self.admin.keys_dir.display().to_string(),
             ),
-            ("--service-user", DEFAULT_SERVICE_USER, user.to_string()),
+            ("--service-user", paths::SERVICE_USER, user.to_string()),
         ];
         for (flag, default, checked) in agree {
             let used = option(flag).unwrap_or(default);
@@ -918,20 +912,6 @@ fn split_option_list(options: &str) -> Vec<&str> {
     out
 }
 
-/// sshd's wildcard match (`*` any run, `?` one character), as `AcceptEnv` uses it.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
-}
-
 /// An `AuthorizedKeysFile` entry for one account: `%%`, `%h`, `%u`, `%U` expanded, and a
 /// relative path taken from the home directory, as sshd does.
 fn expand_keys_file(entry: &str, user: &User) -> PathBuf {
@@ -1018,7 +998,9 @@ mod tests {
             ("LANG", false),
             ("SSH_ORIGINAL_COMMAND_X", false),
         ] {
-            let matched = PROTECTED_ENV.iter().any(|name| glob_match(pattern, name));
+            let matched = PROTECTED_ENV
+                .iter()
+                .any(|name| glob::matches(pattern.as_bytes(), name.as_bytes()));
             assert_eq!(matched, hit, "{pattern}");
         }
     }

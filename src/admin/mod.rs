@@ -113,15 +113,6 @@ use authorized_keys::AuthorizedKeys;
 use keys::{BadKeyName, Key, KeyError, KeyName};
 use store::KeyDir;
 
-/// Default key directory (DESIGN §8).
-pub const DEFAULT_KEYS_DIR: &str = "/etc/pipe/keys";
-
-/// Default authorized_keys: the `pipe` service account's, its home being `/var/lib/pipe`.
-pub const DEFAULT_AUTHORIZED_KEYS: &str = "/var/lib/pipe/.ssh/authorized_keys";
-
-/// Default forced command: the packaged path, so moving nothing ever leaves stale lines.
-pub const DEFAULT_FORCED_COMMAND: &str = "/usr/bin/pipe-shell";
-
 /// How a `pipe-admin` run ended, as its exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminExit {

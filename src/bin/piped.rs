@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
-use pipe::broker::config::{self, DEFAULT_CONFIG, LogFormat, Settings, Sources};
+use pipe::broker::config::{self, LogFormat, Settings, Sources};
 use pipe::broker::drains::{EVENTS, EventTap};
 use pipe::broker::{self, Config};
 use pipe::drain::DrainHandle;
@@ -120,7 +120,9 @@ impl Args {
         };
         Sources {
             explicit: self.config.is_some(),
-            file: self.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            file: self
+                .config
+                .unwrap_or_else(|| PathBuf::from(pipe::paths::CONFIG)),
             flags,
         }
     }

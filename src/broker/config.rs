@@ -28,19 +28,12 @@ use thiserror::Error;
 
 use super::topic::CHUNK;
 use super::{
-    DEFAULT_BUDGET, DEFAULT_SERVICE_USER, DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_SOCKET,
-    DEFAULT_STALL_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_WINDOW, MAX_CONNECTIONS, MAX_PUBLIC_TOPICS,
-    MAX_USER_SESSIONS, MAX_USER_TOPICS, grants,
+    DEFAULT_BUDGET, DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_STALL_TIMEOUT, DEFAULT_WINDOW,
+    MAX_CONNECTIONS, MAX_PUBLIC_TOPICS, MAX_USER_SESSIONS, MAX_USER_TOPICS, grants,
 };
+use crate::paths;
 use crate::proto::HELLO_DEADLINE;
 use crate::request::{TopicName, UserName};
-
-/// Where the config file lives on an installed system (DESIGN §8).
-pub const DEFAULT_CONFIG: &str = "/etc/pipe/piped.toml";
-
-/// The key directory `pipe-admin` keeps (DESIGN §2). `piped` does not read it yet; the
-/// setting is recorded so that one file describes the installation.
-pub const DEFAULT_KEYS_DIR: &str = "/etc/pipe/keys";
 
 /// Largest config file read: a complete file with comments is ~4 KiB, so anything near this
 /// is not a config file (a mistaken path to a log or a device).
@@ -224,11 +217,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket: PathBuf::from(paths::SOCKET),
             socket_group: None,
-            service_user: DEFAULT_SERVICE_USER.to_string(),
-            state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
-            keys_dir: PathBuf::from(DEFAULT_KEYS_DIR),
+            service_user: paths::SERVICE_USER.to_string(),
+            state_dir: Some(PathBuf::from(paths::STATE_DIR)),
+            keys_dir: PathBuf::from(paths::KEYS_DIR),
             log_format: LogFormat::Text,
             limits: Limits::default(),
             drains: Vec::new(),

@@ -54,9 +54,6 @@ use identity::Identity;
 use tokio::sync::mpsc;
 use topic::{Budget, Owner, Topic, TopicKey};
 
-/// Where the socket lives on an installed system (DESIGN §8).
-pub const DEFAULT_SOCKET: &str = "/run/pipe/piped.sock";
-
 /// Window W (DESIGN §5): how far the slowest subscriber may trail the head. 8 MiB covers a
 /// few seconds of a slow link and several ssh channel windows (2 MiB each), so ordinary
 /// jitter never stalls a publisher, while 1000 busy topics still fit in a small server.
@@ -97,9 +94,6 @@ pub const MAX_USER_TOPICS: usize = 128;
 /// Public topics live at once per user (DESIGN §7): the shared namespace is small on purpose.
 pub const MAX_PUBLIC_TOPICS: usize = 16;
 
-/// Where piped keeps its durable state (the grants file).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/piped";
-
 /// piped's own events one user may raise a second (two per session: its start and end).
 /// Beyond it they go to the journal only, so a user looping over bad requests cannot
 /// crowd other users' events out of the event queue nor fill the admins' drain queues.
@@ -110,9 +104,6 @@ const EVENT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Users' event counts kept before stale ones are swept (one sweep per this many users).
 const EVENT_USERS_KEPT: usize = 1024;
-
-/// The account `pipe-admin` writes key lines for; only it may assert `--user`.
-pub const DEFAULT_SERVICE_USER: &str = "pipe";
 
 pub use config::{Config, Limits, LogFormat, Sources, parse_size};
 
