@@ -760,7 +760,465 @@ fn expand_keys_file(entry: &str, account: &Account) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    //! Every check judged from fixtures: a good machine, then one fact changed at a time.
+
     use super::*;
+    use crate::admin::Admin;
+    use crate::admin::authorized_keys::ForeignKey;
+    use crate::admin::doctor::probe::{
+        ForeignLine, KeyDirFacts, KeysFileFacts, ManagedKey, SshdSettings, Stat,
+    };
+
+    /// The settings `sshd -T` prints under the shipped snippet (the keywords doctor reads).
+    const GOOD_SSHD: &str = "\
+forcecommand /usr/bin/pipe-shell
+exposeauthinfo yes
+disableforwarding yes
+permittty no
+permituserrc no
+permituserenvironment no
+acceptenv LANG
+acceptenv LC_*
+usepam yes
+authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2
+";
+
+    const ALICE_FP: &str = "SHA256:alice";
+    const BOB_FP: &str = "SHA256:bob";
+
+    const PIPE_GID: u32 = 990;
+    const SOCKET_GID: u32 = 991;
+    const OTHER_GID: u32 = 992;
+
+    fn doctor() -> Doctor {
+        Doctor {
+            admin: Admin {
+                keys_dir: PathBuf::from(paths::KEYS_DIR),
+                authorized_keys: PathBuf::from(paths::AUTHORIZED_KEYS),
+                forced_command: paths::FORCED_COMMAND.to_string(),
+            },
+            service_user: paths::SERVICE_USER.to_string(),
+            socket: PathBuf::from(paths::SOCKET),
+            sshd_config: PathBuf::from(paths::SSHD_CONFIG),
+            sshd: PathBuf::from(paths::SSHD),
+        }
+    }
+
+    fn stat(kind: FileKind, mode: u32, uid: u32, gid: u32, group: &str) -> Stat {
+        Stat {
+            kind,
+            mode,
+            uid,
+            gid,
+            group: group.to_string(),
+        }
+    }
+
+    fn root_dir(mode: u32) -> Stat {
+        stat(FileKind::Dir, mode, 0, 0, "root")
+    }
+
+    fn account() -> Account {
+        Account {
+            name: "pipe".into(),
+            uid: 990,
+            groups: vec![PIPE_GID, SOCKET_GID],
+            shell: PathBuf::from("/usr/bin/pipe-shell"),
+            home: PathBuf::from("/var/lib/pipe"),
+            home_stat: Ok(root_dir(0o755)),
+            password: Ok(Some("*".into())),
+        }
+    }
+
+    fn keys_file() -> KeysFileFacts {
+        KeysFileFacts {
+            stats: vec![
+                (
+                    PathBuf::from(paths::AUTHORIZED_KEYS),
+                    Some(stat(FileKind::Other, 0o644, 0, 0, "root")),
+                ),
+                (PathBuf::from("/var/lib/pipe/.ssh"), Some(root_dir(0o755))),
+            ],
+            foreign_lines: vec![ForeignLine {
+                number: 1,
+                text: "# written by hand".into(),
+                is_key: false,
+            }],
+            foreign_keys: Vec::new(),
+            key_dir: Ok(KeyDirFacts {
+                keys: vec![ManagedKey {
+                    user: "alice".into(),
+                    name: "laptop".into(),
+                    fingerprint: ALICE_FP.into(),
+                }],
+                block_current: true,
+            }),
+        }
+    }
+
+    /// A machine on which every check passes.
+    fn good() -> Facts {
+        Facts {
+            root: true,
+            sshd: SshdRun::Settings(SshdSettings::parse(GOOD_SSHD)),
+            account: AccountLookup::Found(account()),
+            socket: SocketFacts {
+                dir: PathBuf::from("/run/pipe"),
+                dir_stat: Ok(stat(FileKind::Dir, 0o750, 0, SOCKET_GID, "pipe-socket")),
+                socket: SocketFile::Socket {
+                    stat: stat(FileKind::Socket, 0o660, 0, SOCKET_GID, "pipe-socket"),
+                    connect: Ok(()),
+                },
+            },
+            authorized_keys: KeysFile::Read(keys_file()),
+        }
+    }
+
+    /// `good()` with `sshd -T` printing `text` instead.
+    fn with_sshd(text: &str) -> Facts {
+        Facts {
+            sshd: SshdRun::Settings(SshdSettings::parse(text)),
+            ..good()
+        }
+    }
+
+    fn with_account(edit: impl FnOnce(&mut Account)) -> Facts {
+        let mut account = account();
+        edit(&mut account);
+        Facts {
+            account: AccountLookup::Found(account),
+            ..good()
+        }
+    }
+
+    fn with_socket(socket: SocketFile) -> Facts {
+        let mut facts = good();
+        facts.socket.socket = socket;
+        facts
+    }
+
+    fn with_keys_file(edit: impl FnOnce(&mut KeysFileFacts)) -> Facts {
+        let mut file = keys_file();
+        edit(&mut file);
+        Facts {
+            authorized_keys: KeysFile::Read(file),
+            ..good()
+        }
+    }
+
+    /// The report's lines, as printed.
+    fn lines(facts: &Facts) -> Vec<String> {
+        judge(&doctor(), facts)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn ok(what: &str) -> String {
+        format!("ok: {what}")
+    }
+
+    fn note(what: &str) -> String {
+        format!("note: {what}")
+    }
+
+    fn fail(problem: &str, fix: &str) -> String {
+        format!("FAIL: {problem} — fix: {fix}")
+    }
+
+    fn match_fix(setting: &str) -> String {
+        format!(
+            "add `{setting}` to the `Match User pipe` block ({SNIPPET}), then `sshd -t && systemctl reload ssh`"
+        )
+    }
+
+    /// Asserts that the report holds `line`, once.
+    #[track_caller]
+    fn assert_has(facts: &Facts, line: &str) {
+        let lines = lines(facts);
+        let count = lines.iter().filter(|l| *l == line).count();
+        assert_eq!(count, 1, "{line}\nnot once in:\n{}", lines.join("\n"));
+    }
+
+    /// Asserts that no line of the report contains `fragment`.
+    #[track_caller]
+    fn assert_lacks(facts: &Facts, fragment: &str) {
+        let lines = lines(facts);
+        assert!(
+            lines.iter().all(|l| !l.contains(fragment)),
+            "{fragment} in:\n{}",
+            lines.join("\n")
+        );
+    }
+
+    /// The failed lines of a report.
+    fn fails(facts: &Facts) -> Vec<String> {
+        judge(&doctor(), facts)
+            .iter()
+            .filter(|f| f.is_fail())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_machine_passes_every_check_in_order() {
+        let findings = judge(&doctor(), &good());
+        assert!(!findings.iter().any(Finding::is_fail));
+        let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "ok: sshd reads /etc/ssh/sshd_config and applies it to pipe",
+                "ok: sshd: ForceCommand runs /usr/bin/pipe-shell for pipe",
+                "ok: sshd: ExposeAuthInfo yes: pipe-shell tells pipe's users apart by their key",
+                "ok: sshd: forwarding is off for pipe",
+                "ok: sshd: PermitTTY no for pipe",
+                "ok: sshd: PermitUserRC no for pipe",
+                "ok: sshd: PermitUserEnvironment no",
+                "ok: sshd: clients cannot send SSH_ORIGINAL_COMMAND or SSH_USER_AUTH",
+                "ok: account pipe: login shell /usr/bin/pipe-shell",
+                "ok: account pipe: home /var/lib/pipe exists and pipe cannot write to it",
+                "ok: account pipe: password field is not locked",
+                "ok: socket directory /run/pipe is 0750, group pipe-socket",
+                "ok: broker socket /run/pipe/piped.sock is 0660, group pipe-socket",
+                "ok: broker accepts connections on /run/pipe/piped.sock",
+                "ok: sshd reads pipe's keys from /var/lib/pipe/.ssh/authorized_keys",
+                "ok: pipe cannot change /var/lib/pipe/.ssh/authorized_keys",
+                "ok: /var/lib/pipe/.ssh/authorized_keys matches the key directory /etc/pipe/keys (1 key)",
+                "ok: every key line of /var/lib/pipe/.ssh/authorized_keys has restrict and command=",
+            ]
+        );
+    }
+
+    #[test]
+    fn not_running_as_root_fails_first() {
+        let facts = Facts {
+            root: false,
+            ..good()
+        };
+        assert_eq!(
+            lines(&facts)[0],
+            fail(
+                "doctor is not running as root, so it cannot read /etc/shadow or run sshd -T",
+                "run it as root: sudo pipe-admin doctor"
+            )
+        );
+        assert_eq!(fails(&facts).len(), 1);
+    }
+
+    #[test]
+    fn sshd_that_cannot_run_fails_and_its_checks_are_left_out() {
+        let facts = Facts {
+            sshd: SshdRun::NotRun("No such file or directory (os error 2)".into()),
+            ..good()
+        };
+        assert_has(
+            &facts,
+            &fail(
+                "cannot run /usr/sbin/sshd: No such file or directory (os error 2)",
+                "install openssh-server, or name sshd with --sshd PATH",
+            ),
+        );
+        assert_eq!(fails(&facts).len(), 1);
+        // Nothing that needs sshd's settings: its checks, the password, AuthorizedKeysFile.
+        assert_lacks(&facts, ": sshd:");
+        assert_lacks(&facts, "password");
+        assert_lacks(&facts, "sshd reads pipe's keys");
+        assert_has(&facts, &ok("account pipe: login shell /usr/bin/pipe-shell"));
+    }
+
+    #[test]
+    fn sshd_that_rejects_the_configuration_fails_with_its_first_words() {
+        let failed = |stderr: &str| Facts {
+            sshd: SshdRun::Failed {
+                stderr: stderr.into(),
+            },
+            ..good()
+        };
+        let fix = "repair the sshd configuration until `sshd -t -f /etc/ssh/sshd_config` is silent";
+        let run =
+            "/usr/sbin/sshd -T -f /etc/ssh/sshd_config -C user=pipe,host=localhost,addr=127.0.0.1";
+        assert_has(
+            &failed("\n  /etc/ssh/sshd_config line 3: Bad option\nterminating\n"),
+            &fail(
+                &format!("`{run}` failed: /etc/ssh/sshd_config line 3: Bad option"),
+                fix,
+            ),
+        );
+        let silent = failed("");
+        assert_has(&silent, &fail(&format!("`{run}` failed: no message"), fix));
+        assert_lacks(&silent, ": sshd:");
+    }
+
+    #[test]
+    fn a_missing_force_command_fails() {
+        let fix = match_fix("ForceCommand /usr/bin/pipe-shell");
+        let problem = "sshd: no ForceCommand for pipe: only the key lines' command= keep its logins in pipe-shell";
+        for text in [
+            GOOD_SSHD.replace("forcecommand /usr/bin/pipe-shell\n", ""),
+            GOOD_SSHD.replace("forcecommand /usr/bin/pipe-shell", "forcecommand none"),
+        ] {
+            let facts = with_sshd(&text);
+            assert_eq!(fails(&facts), [fail(problem, &fix)]);
+            // Without a ForceCommand there is nothing to judge ExposeAuthInfo by.
+            assert_lacks(&facts, "ExposeAuthInfo");
+        }
+    }
+
+    #[test]
+    fn a_force_command_that_is_not_pipe_shell_fails() {
+        let facts = with_sshd(&GOOD_SSHD.replace(
+            "forcecommand /usr/bin/pipe-shell",
+            "forcecommand /usr/bin/evilpipe-shell -x",
+        ));
+        assert_eq!(
+            fails(&facts),
+            [fail(
+                "sshd: ForceCommand for pipe runs /usr/bin/evilpipe-shell -x, not pipe-shell",
+                &match_fix("ForceCommand /usr/bin/pipe-shell")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_force_command_with_a_fixed_user_fails() {
+        let facts = with_sshd(
+            &GOOD_SSHD
+                .replace(
+                    "forcecommand /usr/bin/pipe-shell",
+                    "forcecommand /usr/bin/pipe-shell --user alice",
+                )
+                .replace("exposeauthinfo yes", "exposeauthinfo no"),
+        );
+        // The fixed user is the failure; ExposeAuthInfo no is then not a second one.
+        assert_eq!(
+            fails(&facts),
+            [fail(
+                "sshd: ForceCommand fixes --user alice: every key would log in as alice",
+                "remove --user from ForceCommand; pipe-shell finds the user by the key (ExposeAuthInfo yes)"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_force_command_for_other_files_than_doctor_checks_fails() {
+        let facts = with_sshd(&GOOD_SSHD.replace(
+            "forcecommand /usr/bin/pipe-shell",
+            "forcecommand /usr/bin/pipe-shell --socket /tmp/s --keys-dir /etc/pipe/keys --service-user svc",
+        ));
+        assert_eq!(
+            fails(&facts),
+            [
+                fail(
+                    "sshd: ForceCommand's pipe-shell uses --socket /tmp/s, but doctor checks /run/pipe/piped.sock",
+                    "make them agree: --socket in ForceCommand, or doctor's --socket"
+                ),
+                fail(
+                    "sshd: ForceCommand's pipe-shell uses --service-user svc, but doctor checks pipe",
+                    "make them agree: --service-user in ForceCommand, or doctor's --service-user"
+                ),
+            ]
+        );
+        // pipe-shell's defaults are what doctor's defaults check.
+        let mut custom = doctor();
+        custom.socket = PathBuf::from("/tmp/s");
+        let lines: Vec<String> = judge(&custom, &good())
+            .iter()
+            .filter(|f| f.is_fail())
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [fail(
+                "sshd: ForceCommand's pipe-shell uses --socket /run/pipe/piped.sock, but doctor checks /tmp/s",
+                "make them agree: --socket in ForceCommand, or doctor's --socket"
+            )]
+        );
+    }
+
+    #[test]
+    fn expose_auth_info_off_fails() {
+        for text in [
+            GOOD_SSHD.replace("exposeauthinfo yes", "exposeauthinfo no"),
+            GOOD_SSHD.replace("exposeauthinfo yes\n", ""),
+        ] {
+            assert_eq!(
+                fails(&with_sshd(&text)),
+                [fail(
+                    "sshd: ExposeAuthInfo is not yes for pipe: ForceCommand replaces the key lines' command=, so pipe-shell cannot tell who logged in and refuses everyone",
+                    &match_fix("ExposeAuthInfo yes")
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn forwarding_is_off_by_one_setting_or_all_four() {
+        let one_by_one = GOOD_SSHD.replace(
+            "disableforwarding yes",
+            "disableforwarding no\nallowtcpforwarding no\nallowstreamlocalforwarding no\nallowagentforwarding no\nx11forwarding no",
+        );
+        assert_has(
+            &with_sshd(&one_by_one),
+            &ok("sshd: forwarding is off for pipe"),
+        );
+        let one_left = one_by_one.replace("allowagentforwarding no", "allowagentforwarding yes");
+        assert_eq!(
+            fails(&with_sshd(&one_left)),
+            [fail(
+                "sshd: forwarding is not disabled for pipe (allowagentforwarding yes)",
+                &match_fix("DisableForwarding yes")
+            )]
+        );
+        let unset = GOOD_SSHD.replace("disableforwarding yes\n", "x11forwarding no\n");
+        assert_eq!(
+            fails(&with_sshd(&unset)),
+            [fail(
+                "sshd: forwarding is not disabled for pipe (allowtcpforwarding ?, allowstreamlocalforwarding ?, allowagentforwarding ?)",
+                &match_fix("DisableForwarding yes")
+            )]
+        );
+    }
+
+    #[test]
+    fn tty_user_rc_and_user_environment_allowed_fail() {
+        let text = GOOD_SSHD
+            .replace("permittty no", "permittty yes")
+            .replace("permituserrc no\n", "")
+            .replace("permituserenvironment no", "permituserenvironment yes");
+        assert_eq!(
+            fails(&with_sshd(&text)),
+            [
+                fail(
+                    "sshd: PermitTTY is yes for pipe",
+                    &match_fix("PermitTTY no")
+                ),
+                fail(
+                    "sshd: PermitUserRC is unset for pipe",
+                    &match_fix("PermitUserRC no")
+                ),
+                fail(
+                    "sshd: PermitUserEnvironment is yes: environment= in a key line or ~/.ssh/environment reaches the login shell before pipe-shell",
+                    "set `PermitUserEnvironment no` in the main sshd_config (it cannot be set in a Match block)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn accept_env_that_lets_clients_send_protected_variables_fails() {
+        let text = GOOD_SSHD.replace(
+            "acceptenv LANG",
+            "acceptenv LANG\nacceptenv SSH_*\nacceptenv *",
+        );
+        assert_eq!(
+            fails(&with_sshd(&text)),
+            [fail(
+                "sshd: AcceptEnv SSH_* * lets a client send SSH_ORIGINAL_COMMAND or SSH_USER_AUTH, and pose as a forced command",
+                "remove SSH_* * from AcceptEnv in /etc/ssh/sshd_config (a Match block cannot take AcceptEnv patterns back)"
+            )]
+        );
+    }
 
     #[test]
     fn accept_env_patterns_match_like_sshd() {
@@ -781,6 +1239,494 @@ mod tests {
     }
 
     #[test]
+    fn an_account_that_cannot_be_looked_up_fails_and_its_checks_are_left_out() {
+        let missing = Facts {
+            account: AccountLookup::Missing,
+            ..good()
+        };
+        let account_fails: Vec<String> = fails(&missing)
+            .into_iter()
+            .filter(|l| l.contains("account"))
+            .collect();
+        assert_eq!(
+            account_fails,
+            [fail(
+                "account pipe does not exist",
+                "useradd --system --home-dir /var/lib/pipe --shell /usr/bin/pipe-shell pipe (the packages create it)"
+            )]
+        );
+        for left_out in [
+            "login shell",
+            "account pipe: home",
+            "password",
+            "sshd reads pipe's keys",
+            "cannot change",
+        ] {
+            assert_lacks(&missing, left_out);
+        }
+        // Without the account its groups are unknown: the socket cannot be judged usable.
+        assert_has(
+            &missing,
+            &fail(
+                "broker socket /run/pipe/piped.sock has group pipe-socket, which pipe is not in",
+                "chgrp GROUP /run/pipe/piped.sock && chmod 0660 /run/pipe/piped.sock, GROUP being the broker's socket group that pipe is in (systemd-tmpfiles and piped.socket do this)",
+            ),
+        );
+
+        let failed = Facts {
+            account: AccountLookup::Failed("EIO: I/O error".into()),
+            ..good()
+        };
+        assert_has(
+            &failed,
+            &fail(
+                "looking up account pipe: EIO: I/O error",
+                "check the user database (getent passwd)",
+            ),
+        );
+    }
+
+    #[test]
+    fn login_shells_are_judged_by_name() {
+        let shell = |path: &str| with_account(|a| a.shell = PathBuf::from(path));
+        let fix = "usermod -s /usr/bin/pipe-shell pipe";
+        assert_has(
+            &shell("/bin/sh"),
+            &ok(&format!(
+                "account pipe: login shell /bin/sh (pipe-shell itself is the tighter choice: {fix})"
+            )),
+        );
+        assert_eq!(
+            fails(&shell("/bin/bash")),
+            [fail(
+                "account pipe: login shell /bin/bash reads startup files in the account's home before pipe-shell runs",
+                fix
+            )]
+        );
+        assert_eq!(
+            fails(&shell("/usr/sbin/nologin")),
+            [fail(
+                "account pipe: login shell /usr/sbin/nologin runs no command, so pipe-shell never starts",
+                fix
+            )]
+        );
+    }
+
+    #[test]
+    fn a_home_the_account_can_write_or_that_is_missing_fails() {
+        let fix = "install -d -o root -g root -m 0755 /var/lib/pipe";
+        assert_eq!(
+            fails(&with_account(
+                |a| a.home_stat = Ok(stat(FileKind::Other, 0o644, 0, 0, "root"))
+            )),
+            [fail(
+                "account pipe: home /var/lib/pipe is not a directory",
+                fix
+            )]
+        );
+        assert_eq!(
+            fails(&with_account(
+                |a| a.home_stat = Ok(stat(FileKind::Dir, 0o775, 0, PIPE_GID, "pipe"))
+            )),
+            [fail(
+                "account pipe: home /var/lib/pipe is writable by pipe, who could then plant files sshd reads",
+                "chown root:root /var/lib/pipe && chmod 0755 /var/lib/pipe"
+            )]
+        );
+        assert_eq!(
+            fails(&with_account(
+                |a| a.home_stat = Err("No such file or directory (os error 2)".into())
+            )),
+            [fail(
+                "account pipe: home /var/lib/pipe: No such file or directory (os error 2)",
+                fix
+            )]
+        );
+    }
+
+    #[test]
+    fn password_fields_are_judged_with_use_pam() {
+        let password = |field: Result<Option<String>, String>| with_account(|a| a.password = field);
+        let locked = password(Ok(Some("!".into())));
+        assert!(fails(&locked).is_empty());
+        assert_has(
+            &locked,
+            &note(
+                "account pipe is locked (password field starts with !); fine while UsePAM yes, refused if it ever becomes no (usermod -p '*' pipe)",
+            ),
+        );
+        let locked_without_pam = Facts {
+            sshd: SshdRun::Settings(SshdSettings::parse(
+                &GOOD_SSHD.replace("usepam yes", "usepam no"),
+            )),
+            ..password(Ok(Some("!*".into())))
+        };
+        assert_eq!(
+            fails(&locked_without_pam),
+            [fail(
+                "account pipe is locked (password field \"!*\") and sshd has UsePAM no: sshd refuses every login",
+                "usermod -p '*' pipe"
+            )]
+        );
+        let unlisted = password(Ok(None));
+        assert!(fails(&unlisted).is_empty());
+        assert_has(
+            &unlisted,
+            &note("pipe is not in /etc/shadow; its password field was not checked"),
+        );
+        assert_eq!(
+            fails(&password(Err("Permission denied (os error 13)".into()))),
+            [fail(
+                "cannot read /etc/shadow: Permission denied (os error 13)",
+                "run doctor as root"
+            )]
+        );
+    }
+
+    #[test]
+    fn socket_directories_must_be_closed_and_enterable() {
+        let dir = |stat: Result<Stat, String>| {
+            let mut facts = good();
+            facts.socket.dir_stat = stat;
+            facts
+        };
+        assert_eq!(
+            fails(&dir(Err("No such file or directory (os error 2)".into()))),
+            [fail(
+                "socket directory /run/pipe: No such file or directory (os error 2)",
+                "start the broker (systemctl start piped.socket), which creates it"
+            )]
+        );
+        assert_eq!(
+            fails(&dir(Ok(stat(
+                FileKind::Dir,
+                0o755,
+                0,
+                SOCKET_GID,
+                "pipe-socket"
+            )))),
+            [fail(
+                "socket directory /run/pipe has mode 0755, more open than 0750",
+                "chmod 0750 /run/pipe"
+            )]
+        );
+        let group_fix = "chgrp GROUP /run/pipe && chmod 0750 /run/pipe, GROUP being the broker's socket group that pipe is in (systemd-tmpfiles and piped.socket do this)";
+        assert_eq!(
+            fails(&dir(Ok(stat(FileKind::Dir, 0o750, 0, OTHER_GID, "other")))),
+            [fail(
+                "socket directory /run/pipe (mode 0750, group other) cannot be entered by pipe's groups",
+                group_fix
+            )]
+        );
+        assert_eq!(
+            fails(&dir(Ok(stat(
+                FileKind::Dir,
+                0o740,
+                0,
+                SOCKET_GID,
+                "pipe-socket"
+            )))),
+            [fail(
+                "socket directory /run/pipe (mode 0740, group pipe-socket) cannot be entered by pipe's groups",
+                group_fix
+            )]
+        );
+    }
+
+    #[test]
+    fn the_socket_must_exist_be_a_socket_and_be_open_to_the_group() {
+        assert_eq!(
+            fails(&with_socket(SocketFile::Missing)),
+            [fail(
+                "broker socket /run/pipe/piped.sock does not exist: piped is not running",
+                "systemctl enable --now piped.socket (or start piped)"
+            )]
+        );
+        assert_eq!(
+            fails(&with_socket(SocketFile::Unreadable(
+                "Permission denied (os error 13)".into()
+            ))),
+            [fail(
+                "broker socket /run/pipe/piped.sock: Permission denied (os error 13)",
+                "check the path given with --socket"
+            )]
+        );
+        let not_socket = with_socket(SocketFile::NotSocket);
+        assert_eq!(
+            fails(&not_socket),
+            [fail(
+                "/run/pipe/piped.sock is not a socket",
+                "remove it and restart the broker: systemctl restart piped.socket"
+            )]
+        );
+        assert_lacks(&not_socket, "accepts connections");
+        let socket = |mode, gid, group: &str| {
+            with_socket(SocketFile::Socket {
+                stat: stat(FileKind::Socket, mode, 0, gid, group),
+                connect: Ok(()),
+            })
+        };
+        let open = socket(0o666, SOCKET_GID, "pipe-socket");
+        assert_eq!(
+            fails(&open),
+            [fail(
+                "broker socket /run/pipe/piped.sock has mode 0666, not 0660",
+                "chmod 0660 /run/pipe/piped.sock (piped.socket sets SocketMode=0660)"
+            )]
+        );
+        // A wrong mode is not the end: the connection is still tried.
+        assert_has(
+            &open,
+            &ok("broker accepts connections on /run/pipe/piped.sock"),
+        );
+        assert_eq!(
+            fails(&socket(0o660, OTHER_GID, "other")),
+            [fail(
+                "broker socket /run/pipe/piped.sock has group other, which pipe is not in",
+                "chgrp GROUP /run/pipe/piped.sock && chmod 0660 /run/pipe/piped.sock, GROUP being the broker's socket group that pipe is in (systemd-tmpfiles and piped.socket do this)"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_broker_that_does_not_accept_fails() {
+        let connect = |result| {
+            with_socket(SocketFile::Socket {
+                stat: stat(FileKind::Socket, 0o660, 0, SOCKET_GID, "pipe-socket"),
+                connect: result,
+            })
+        };
+        assert_eq!(
+            fails(&connect(Err(Errno::EAGAIN))),
+            [fail(
+                "broker on /run/pipe/piped.sock does not accept connections (its queue is full)",
+                "look at `journalctl -u piped`; restart it if it hangs: systemctl restart piped"
+            )]
+        );
+        assert_eq!(
+            fails(&connect(Err(Errno::ECONNREFUSED))),
+            [fail(
+                &format!(
+                    "no broker listens on /run/pipe/piped.sock ({}): the socket is left over",
+                    io::Error::from(Errno::ECONNREFUSED)
+                ),
+                "systemctl restart piped.socket (or start piped)"
+            )]
+        );
+    }
+
+    #[test]
+    fn sshd_must_read_the_authorized_keys_pipe_admin_writes() {
+        let fix = format!(
+            "{}, or give doctor and pipe-admin that file with --authorized-keys",
+            match_fix("AuthorizedKeysFile /var/lib/pipe/.ssh/authorized_keys")
+        );
+        let other = GOOD_SSHD.replace(
+            "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2",
+            "authorizedkeysfile /etc/ssh/keys/%u %h/k",
+        );
+        assert_eq!(
+            fails(&with_sshd(&other)),
+            [fail(
+                "sshd reads pipe's keys from /etc/ssh/keys/pipe /var/lib/pipe/k, not from /var/lib/pipe/.ssh/authorized_keys",
+                &fix
+            )]
+        );
+        let none = GOOD_SSHD.replace(
+            "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2\n",
+            "",
+        );
+        assert_eq!(
+            fails(&with_sshd(&none)),
+            [fail(
+                "sshd reads pipe's keys from nowhere, not from /var/lib/pipe/.ssh/authorized_keys",
+                &fix
+            )]
+        );
+    }
+
+    #[test]
+    fn authorized_keys_files_expand_like_sshd() {
+        let account = account();
+        assert_eq!(
+            expand_keys_file(".ssh/authorized_keys", &account),
+            PathBuf::from("/var/lib/pipe/.ssh/authorized_keys")
+        );
+        assert_eq!(
+            expand_keys_file("/etc/keys/%u-%U%%%x%", &account),
+            PathBuf::from("/etc/keys/pipe-990%%x%")
+        );
+        assert_eq!(
+            expand_keys_file("%h/k", &account),
+            PathBuf::from("/var/lib/pipe/k")
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_authorized_keys_fails_and_ends_the_key_checks() {
+        let missing = Facts {
+            authorized_keys: KeysFile::Missing,
+            ..good()
+        };
+        assert_eq!(
+            fails(&missing),
+            [fail(
+                "/var/lib/pipe/.ssh/authorized_keys does not exist",
+                "pipe-admin sync"
+            )]
+        );
+        assert_lacks(&missing, "key directory");
+        assert_lacks(&missing, "every key line");
+        let broken = Facts {
+            authorized_keys: KeysFile::Unreadable("markers are broken".into()),
+            ..good()
+        };
+        assert_eq!(
+            fails(&broken),
+            [fail(
+                "markers are broken",
+                "repair the file by hand, then pipe-admin sync"
+            )]
+        );
+    }
+
+    #[test]
+    fn an_authorized_keys_the_account_can_write_fails() {
+        let facts = with_keys_file(|file| {
+            file.stats[0].1 = Some(stat(FileKind::Other, 0o644, 990, PIPE_GID, "pipe"));
+            file.stats[1].1 = Some(stat(FileKind::Dir, 0o775, 0, PIPE_GID, "pipe"));
+        });
+        assert_eq!(
+            fails(&facts),
+            [fail(
+                "pipe can write to /var/lib/pipe/.ssh/authorized_keys and /var/lib/pipe/.ssh, and so add keys of its own",
+                "chown root:root /var/lib/pipe/.ssh/authorized_keys /var/lib/pipe/.ssh && chmod go-w /var/lib/pipe/.ssh/authorized_keys /var/lib/pipe/.ssh"
+            )]
+        );
+        // A path doctor could not stat is not counted as writable.
+        let unknown = with_keys_file(|file| file.stats[0].1 = None);
+        assert_has(
+            &unknown,
+            &ok("pipe cannot change /var/lib/pipe/.ssh/authorized_keys"),
+        );
+    }
+
+    #[test]
+    fn the_managed_block_must_match_the_key_directory() {
+        let stale = with_keys_file(|file| {
+            if let Ok(dir) = &mut file.key_dir {
+                dir.block_current = false;
+            }
+        });
+        assert_eq!(
+            fails(&stale),
+            [fail(
+                "the managed block of /var/lib/pipe/.ssh/authorized_keys does not match the key directory /etc/pipe/keys",
+                "pipe-admin sync (check `pipe-admin key list` first: the directory wins)"
+            )]
+        );
+        let two = with_keys_file(|file| {
+            if let Ok(dir) = &mut file.key_dir {
+                dir.keys.push(ManagedKey {
+                    user: "bob".into(),
+                    name: "ci".into(),
+                    fingerprint: BOB_FP.into(),
+                });
+            }
+        });
+        assert_has(
+            &two,
+            &ok(
+                "/var/lib/pipe/.ssh/authorized_keys matches the key directory /etc/pipe/keys (2 keys)",
+            ),
+        );
+        let unloadable = with_keys_file(|file| file.key_dir = Err("bad entry x".into()));
+        assert_eq!(
+            fails(&unloadable),
+            [fail(
+                "key directory /etc/pipe/keys: bad entry x",
+                "repair or remove the entry named, then pipe-admin sync"
+            )]
+        );
+        // The lint of hand-written lines still runs.
+        assert_has(
+            &unloadable,
+            &ok("every key line of /var/lib/pipe/.ssh/authorized_keys has restrict and command="),
+        );
+    }
+
+    #[test]
+    fn a_managed_key_authorized_again_outside_the_block_fails() {
+        let facts = with_keys_file(|file| {
+            file.foreign_keys = vec![
+                ForeignKey {
+                    line: 3,
+                    fingerprint: "SHA256:stranger".into(),
+                },
+                ForeignKey {
+                    line: 4,
+                    fingerprint: ALICE_FP.into(),
+                },
+            ];
+        });
+        assert_eq!(
+            fails(&facts),
+            [fail(
+                "line 4 of /var/lib/pipe/.ssh/authorized_keys also authorizes alice/laptop (SHA256:alice) outside the managed block, and sshd uses the first matching line",
+                "delete line 4 of /var/lib/pipe/.ssh/authorized_keys"
+            )]
+        );
+    }
+
+    #[test]
+    fn loose_key_lines_fail_unless_force_command_runs_pipe_shell() {
+        let loose = |file: &mut KeysFileFacts| {
+            file.foreign_lines = vec![
+                ForeignLine {
+                    number: 2,
+                    text: "ssh-ed25519 AAAA stranger".into(),
+                    is_key: true,
+                },
+                ForeignLine {
+                    number: 3,
+                    text: "restrict,command=\"/usr/bin/pipe-shell\" ssh-ed25519 AAAA x".into(),
+                    is_key: true,
+                },
+                ForeignLine {
+                    number: 5,
+                    text: "no-pty ssh-ed25519 AAAA y".into(),
+                    is_key: true,
+                },
+                ForeignLine {
+                    number: 6,
+                    text: "restrict nonsense".into(),
+                    is_key: false,
+                },
+            ];
+        };
+        let problem = "line 2, 5 of /var/lib/pipe/.ssh/authorized_keys lacks restrict or command= outside the managed block";
+        let forced = with_keys_file(loose);
+        assert!(fails(&forced).is_empty());
+        assert_has(
+            &forced,
+            &note(&format!(
+                "{problem}; sshd's ForceCommand still runs pipe-shell for it"
+            )),
+        );
+        let unforced = Facts {
+            sshd: SshdRun::Settings(SshdSettings::parse(
+                &GOOD_SSHD.replace("forcecommand /usr/bin/pipe-shell\n", ""),
+            )),
+            ..with_keys_file(loose)
+        };
+        let want = fail(
+            problem,
+            "add the key with pipe-admin key add and delete the line, or start it with restrict,command=\"/usr/bin/pipe-shell\"",
+        );
+        assert!(fails(&unforced).contains(&want), "{:?}", fails(&unforced));
+    }
+
+    #[test]
     fn key_lines_need_restrict_and_a_command() {
         let key =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti";
@@ -797,27 +1743,16 @@ mod tests {
     }
 
     #[test]
-    fn authorized_keys_files_expand_like_sshd() {
-        let account = Account {
-            name: "pipe".into(),
-            uid: 990,
-            groups: vec![990],
-            shell: PathBuf::from("/usr/bin/pipe-shell"),
-            home: PathBuf::from("/var/lib/pipe"),
-            home_stat: Err("unused".into()),
-            password: Ok(None),
-        };
-        assert_eq!(
-            expand_keys_file(".ssh/authorized_keys", &account),
-            PathBuf::from("/var/lib/pipe/.ssh/authorized_keys")
-        );
-        assert_eq!(
-            expand_keys_file("/etc/keys/%u-%U%%%x%", &account),
-            PathBuf::from("/etc/keys/pipe-990%%x%")
-        );
-        assert_eq!(
-            expand_keys_file("%h/k", &account),
-            PathBuf::from("/var/lib/pipe/k")
+    fn only_fail_lines_fail_the_run() {
+        // Notes alone (a locked password under PAM, a shadow entry missing) pass.
+        let notes = with_account(|a| a.password = Ok(Some("!".into())));
+        let findings = judge(&doctor(), &notes);
+        assert!(findings.iter().any(|f| matches!(f, Finding::Note(_))));
+        assert!(!findings.iter().any(Finding::is_fail));
+        assert!(
+            judge(&doctor(), &with_socket(SocketFile::Missing))
+                .iter()
+                .any(Finding::is_fail)
         );
     }
 }
