@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use super::compat::{self, ForcedShell, PIPE_SHELL};
 use super::probe::{
     Account, AccountLookup, Facts, FileKind, KeysFile, SHADOW, SocketFacts, SocketFile, SshdRun,
-    SshdSettings, match_spec,
+    SshdSettings, Stat, match_spec,
 };
 use super::{Doctor, Finding, SNIPPET};
 use crate::{glob, paths};
@@ -680,7 +680,7 @@ impl Doctor {
         &self,
         out: &mut Vec<Finding>,
         path: &Path,
-        stats: &[(PathBuf, Option<super::probe::Stat>)],
+        stats: &[(PathBuf, Option<Stat>)],
         account: &Account,
     ) {
         let user = self.user();
