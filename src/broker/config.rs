@@ -26,14 +26,46 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use thiserror::Error;
 
+use super::grants;
 use super::topic::CHUNK;
-use super::{
-    DEFAULT_BUDGET, DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_STALL_TIMEOUT, DEFAULT_WINDOW,
-    MAX_CONNECTIONS, MAX_PUBLIC_TOPICS, MAX_USER_SESSIONS, MAX_USER_TOPICS, grants,
-};
 use crate::paths;
 use crate::proto::HELLO_DEADLINE;
 use crate::request::{TopicName, UserName};
+
+/// Window W (DESIGN §5): how far the slowest subscriber may trail the head. 8 MiB covers a
+/// few seconds of a slow link and several ssh channel windows (2 MiB each), so ordinary
+/// jitter never stalls a publisher, while 1000 busy topics still fit in a small server.
+pub const DEFAULT_WINDOW: usize = 8 * 1024 * 1024;
+
+/// How long a subscriber may make no progress while the window is full before it is dropped
+/// (DESIGN §5): long enough for a laptop's ssh to ride out a Wi-Fi hiccup, short enough
+/// that a stopped `sub` does not hold a live topic for long.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for accepted bytes to reach live subscribers: well under
+/// systemd's default 90 s stop timeout, long enough for a few MiB over slow links.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Bytes buffered across all topics (DESIGN §5): 32 full windows. Beyond it the
+/// subscriber furthest behind anywhere is dropped, so one tenant's stalled readers cannot
+/// take the machine's memory or pause everybody else's publishers.
+pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Connections at once (DESIGN §7), counted from `accept`, before the hello: each costs a
+/// task and three descriptors (socket, stdin, stdout), so 4096 needs ~12k descriptors;
+/// piped raises its soft descriptor limit to the hard one at start (systemd's default hard
+/// limit is 512k).
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Sessions per user at once (DESIGN §7): enough for busy scripting, small enough that one
+/// key cannot take the whole connection budget.
+pub const MAX_USER_SESSIONS: usize = 32;
+
+/// Topics one user may have live (DESIGN §7).
+pub const MAX_USER_TOPICS: usize = 128;
+
+/// Public topics live at once per user (DESIGN §7): the shared namespace is small on purpose.
+pub const MAX_PUBLIC_TOPICS: usize = 16;
 
 /// Largest config file read: a complete file with comments is ~4 KiB, so anything near this
 /// is not a config file (a mistaken path to a log or a device).

@@ -16,9 +16,9 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::PatternGuard;
+use super::ctx::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::drains::{DROP_NOTICE_EVERY, Watcher, nth_line_end};
 use super::fdio::{Fd, MAX_IOV};
-use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
 use crate::exit::Exit;
 

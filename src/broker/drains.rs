@@ -33,7 +33,7 @@ use tracing::warn;
 
 use super::config::DrainSpec;
 use super::identity::Identity;
-use super::lock;
+use super::lock::lock;
 use super::topic::{Budget, Owner, TopicKey};
 
 /// Bytes of whole lines queued per watcher. Enough for a burst of a few thousand log lines

@@ -20,11 +20,13 @@
 //! ([`systemd`]).
 
 pub mod config;
+pub mod ctx;
 pub mod deliver;
 pub mod drains;
 pub mod fdio;
 pub mod grants;
 pub mod identity;
+mod lock;
 pub mod publish;
 pub mod session;
 pub mod systemd;
@@ -36,6 +38,8 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+pub(crate) use lock::lock;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -54,45 +58,10 @@ use identity::Identity;
 use tokio::sync::mpsc;
 use topic::{Budget, Owner, Topic, TopicKey};
 
-/// Window W (DESIGN §5): how far the slowest subscriber may trail the head. 8 MiB covers a
-/// few seconds of a slow link and several ssh channel windows (2 MiB each), so ordinary
-/// jitter never stalls a publisher, while 1000 busy topics still fit in a small server.
-pub const DEFAULT_WINDOW: usize = 8 * 1024 * 1024;
-
-/// How long a subscriber may make no progress while the window is full before it is dropped
-/// (DESIGN §5): long enough for a laptop's ssh to ride out a Wi-Fi hiccup, short enough
-/// that a stopped `sub` does not hold a live topic for long.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long shutdown waits for accepted bytes to reach live subscribers: well under
-/// systemd's default 90 s stop timeout, long enough for a few MiB over slow links.
-pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Bytes buffered across all topics (DESIGN §5): 32 full windows. Beyond it the
-/// subscriber furthest behind anywhere is dropped, so one tenant's stalled readers cannot
-/// take the machine's memory or pause everybody else's publishers.
-pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
-
 /// How long a subscriber must have made no progress before the budget may drop it: any
 /// reader that is moving at all shows progress within a second, and other tenants'
 /// publishers wait at most about this long when the budget is spent.
 pub const BUDGET_GRACE: Duration = Duration::from_secs(1);
-
-/// Connections at once (DESIGN §7), counted from `accept`, before the hello: each costs a
-/// task and three descriptors (socket, stdin, stdout), so 4096 needs ~12k descriptors;
-/// piped raises its soft descriptor limit to the hard one at start (systemd's default hard
-/// limit is 512k).
-pub const MAX_CONNECTIONS: usize = 4096;
-
-/// Sessions per user at once (DESIGN §7): enough for busy scripting, small enough that one
-/// key cannot take the whole connection budget.
-pub const MAX_USER_SESSIONS: usize = 32;
-
-/// Topics one user may have live (DESIGN §7).
-pub const MAX_USER_TOPICS: usize = 128;
-
-/// Public topics live at once per user (DESIGN §7): the shared namespace is small on purpose.
-pub const MAX_PUBLIC_TOPICS: usize = 16;
 
 /// piped's own events one user may raise a second (two per session: its start and end).
 /// Beyond it they go to the journal only, so a user looping over bad requests cannot
@@ -147,13 +116,6 @@ pub struct Broker {
     pub soft: CancellationToken,
     /// Stop now.
     pub hard: CancellationToken,
-}
-
-/// Locks a mutex, recovering from poisoning: a panic while holding one of the broker's
-/// locks would be a bug in bookkeeping that leaves the state structurally valid, so later
-/// sessions keep working rather than all panicking in turn.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why a topic or session could not be opened (exit 6).
@@ -635,7 +597,7 @@ pub async fn run(config: Config, sources: Sources, events: EventTap) -> Result<(
                         tracker.spawn(session::handle(broker.clone(), stream, slot));
                     }
                     None => {
-                        tracker.spawn(session::reply(stream, session::refused(Refused::TooManyConnections)));
+                        tracker.spawn(session::reply(stream, ctx::refused(Refused::TooManyConnections)));
                     }
                 },
                 Err(e) => {
@@ -713,7 +675,7 @@ async fn shutdown(broker: &Broker, tracker: &TaskTracker) {
         );
         broker.hard.cancel();
         // Each session only has to send its final frame now.
-        let _ = tokio::time::timeout(session::FINAL_FRAME_DEADLINE, tracker.wait()).await;
+        let _ = tokio::time::timeout(ctx::FINAL_FRAME_DEADLINE, tracker.wait()).await;
     }
     info!("stopped");
 }

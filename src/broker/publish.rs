@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::BUDGET_GRACE;
+use super::ctx::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::drains::Feed;
 use super::fdio::Fd;
-use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Append, CHUNK, Topic};
 use crate::exit::Exit;
 use crate::request::Dispatch;

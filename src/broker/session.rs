@@ -16,11 +16,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::ctx::{Ctx, FINAL_FRAME_DEADLINE, OK, Outcome, SHUTTING_DOWN, fail, refused};
 use super::deliver::{Subscriber, Wildcard, deliver, deliver_drain, deliver_many};
 use super::drains::{Drains, EVENTS};
 use super::fdio::Fd;
 use super::grants::GrantsError;
-use super::identity::{self, Identity};
+use super::identity;
 use super::publish::{Offer, Publisher, finish_publishing, pump};
 use super::topic::{Owner, SessionId, Topic, TopicKey};
 use super::{Broker, Connection, Pattern, Refused, TopicRef};
@@ -34,50 +35,6 @@ use crate::request::{
 /// Status frames queued per client. They are rare (joins, leaves, waiting); a client that
 /// does not read them loses notices rather than holding broker memory.
 const CONTROL_QUEUE: usize = 16;
-
-/// How often an idle session checks that its client is still there. sshd sends no signal
-/// when a client disconnects (DESIGN §1 "Liveness"), so this bounds how long a departed
-/// subscriber lingers: under 2 s with a 1 s check.
-pub const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// How long the final status frame may take to write before the broker gives up on a
-/// client that does not read.
-pub const FINAL_FRAME_DEADLINE: Duration = Duration::from_secs(1);
-
-/// Shortest interval between a waiting publisher's stall checks, so a tiny stall timeout
-/// (tests) does not turn the wait into a busy loop.
-const MIN_STALL_CHECK: Duration = Duration::from_millis(10);
-
-/// How a session ended: the exit code and the line `pipe-shell` prints.
-pub type Outcome = (Exit, Option<String>);
-
-pub fn fail(exit: Exit, msg: impl Into<String>) -> Outcome {
-    (exit, Some(msg.into()))
-}
-
-pub const OK: Outcome = (Exit::Ok, None);
-pub const SHUTTING_DOWN: &str = "broker shutting down";
-
-/// Everything a request handler needs about its session.
-pub struct Ctx {
-    pub broker: Arc<Broker>,
-    pub id: SessionId,
-    pub who: Identity,
-    ctl: mpsc::Sender<ToClient>,
-    /// Cancelled when the client goes away or the broker stops hard.
-    pub cancel: CancellationToken,
-}
-
-impl Ctx {
-    pub fn status(&self, line: String) {
-        let _ = self.ctl.try_send(ToClient::Status { line });
-    }
-
-    /// How often a waiting publisher looks for stalled subscribers.
-    pub fn stall_check(&self) -> Duration {
-        (self.broker.limits().stall_timeout / 4).clamp(MIN_STALL_CHECK, IDLE_CHECK)
-    }
-}
 
 /// Serves one connection to the end. `slot` is its place under the connection cap.
 pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
@@ -233,10 +190,6 @@ async fn watch_client(mut rd: OwnedReadHalf, cancel: CancellationToken, gone: Ca
     let _ = rd.read(&mut byte).await;
     gone.cancel();
     cancel.cancel();
-}
-
-pub fn refused(r: Refused) -> Outcome {
-    fail(Exit::Limit, r.to_string())
 }
 
 async fn serve(ctx: &Ctx, request: Request, fds: Vec<OwnedFd>) -> Outcome {

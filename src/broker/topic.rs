@@ -364,7 +364,7 @@ impl Topic {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        super::lock(&self.state)
+        super::lock::lock(&self.state)
     }
 
     /// Registry bookkeeping: one more session uses this topic.
