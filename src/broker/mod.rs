@@ -19,6 +19,7 @@
 //! come from the socket unit and readiness, reloads, stops and watchdog pings are reported
 //! ([`systemd`]).
 
+pub mod cmd;
 pub mod config;
 pub mod ctx;
 pub mod deliver;
