@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Identity;
+use super::registry::{Broker, Refused};
 use super::topic::SessionId;
-use super::{Broker, Refused};
 use crate::exit::Exit;
 use crate::proto::ToClient;
 

@@ -4,9 +4,9 @@
 
 use tracing::{info, warn};
 
-use crate::broker::Refused;
 use crate::broker::ctx::{Ctx, Outcome, fail, refused};
 use crate::broker::grants::GrantsError;
+use crate::broker::registry::Refused;
 use crate::broker::topic::{Owner, TopicKey};
 use crate::exit::Exit;
 use crate::request::{AccessList, Namespace, TopicRef as Named, UserName};

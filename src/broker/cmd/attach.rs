@@ -1,8 +1,8 @@
 //! Opening the topic of a streaming request (`pub`, `sub`, `pipe`), named or random.
 
 use super::access::{Access, resolve, set_grant};
-use crate::broker::TopicRef;
 use crate::broker::ctx::{Ctx, Outcome, fail, refused};
+use crate::broker::registry::TopicHold;
 use crate::broker::topic::{Owner, TopicKey};
 use crate::exit::Exit;
 use crate::proto::ToClient;
@@ -10,7 +10,7 @@ use crate::request::{AccessList, TopicRef as Named};
 
 /// A streaming session's topic, opened.
 pub(super) struct Attached {
-    pub(super) held: TopicRef,
+    pub(super) held: TopicHold,
     pub(super) access: Access,
 }
 
