@@ -24,6 +24,7 @@ pub mod config;
 pub mod ctx;
 pub mod deliver;
 pub mod drains;
+pub mod evict;
 pub mod fdio;
 pub mod grants;
 pub mod identity;
@@ -36,5 +37,6 @@ pub mod systemd;
 pub mod topic;
 
 pub use config::{Config, Limits, LogFormat, Sources, parse_size};
-pub use registry::{BUDGET_GRACE, Broker, Refused};
+pub use evict::BUDGET_GRACE;
+pub use registry::{Broker, Refused};
 pub use server::{BrokerError, Listening, bind, listen, run, start};

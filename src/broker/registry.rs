@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::config::{DrainSpec, Limits};
 use super::drains::Drains;
@@ -19,11 +18,6 @@ use super::identity::Identity;
 use super::lock::lock;
 use super::topic::{self, Budget, Owner, SubHandle, Topic, TopicKey};
 use crate::request::TopicName;
-
-/// How long a subscriber must have made no progress before the budget may drop it: any
-/// reader that is moving at all shows progress within a second, and other tenants'
-/// publishers wait at most about this long when the budget is spent.
-pub const BUDGET_GRACE: Duration = Duration::from_secs(1);
 
 /// piped's own events one user may raise a second (two per session: its start and end).
 /// Beyond it they go to the journal only, so a user looping over bad requests cannot
@@ -238,24 +232,6 @@ impl Broker {
             session: id,
         };
         (now, guard)
-    }
-
-    /// The budget is spent: drops the subscriber furthest behind, on any topic, among those
-    /// that have not moved for `idle`. False if there is none.
-    pub fn evict_most_lagging(&self, idle: Duration) -> bool {
-        let worst = self
-            .snapshot()
-            .into_iter()
-            .filter_map(|t| t.most_lagging(idle).map(|(lag, id)| (lag, id, t)))
-            .max_by_key(|&(lag, _, _)| lag);
-        match worst {
-            Some((lag, id, topic)) => {
-                warn!(topic = %topic.key, lag, "budget spent: dropping the most-lagging subscriber");
-                topic.drop_sub(id);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Live topics, for `ls`.
