@@ -13,9 +13,9 @@ use super::topic::SessionId;
 use crate::exit::Exit;
 use crate::proto::ToClient;
 
-/// How often an idle session checks that its client is still there. sshd sends no signal
-/// when a client disconnects (DESIGN §1 "Liveness"), so this bounds how long a departed
-/// subscriber lingers: under 2 s with a 1 s check.
+/// How often an idle session checks that its client is still there. sshd sends the broker
+/// no signal when a client disconnects, so only looking tells; this bounds how long a
+/// departed subscriber lingers: under 2 s with a 1 s check.
 pub const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How long the final status frame may take to write before the broker gives up on a

@@ -77,8 +77,8 @@ pub async fn deliver(ctx: &Ctx, sub: &Subscriber<'_>, out: &Fd, mut lines: Optio
     }
 }
 
-/// Waits for data while nothing is due. Notices a departed reader (sshd sends no signal,
-/// DESIGN §1) within [`IDLE_CHECK`].
+/// Waits for data while nothing is due. Notices a departed reader within [`IDLE_CHECK`]:
+/// sshd sends the broker no signal when a client disconnects, so only looking tells.
 async fn idle(ctx: &Ctx, handle: &SubHandle, out: &Fd) -> Result<(), Outcome> {
     tokio::select! {
         _ = handle.wake.notified() => Ok(()),

@@ -81,10 +81,11 @@ fn most_lagging(topic: &Topic, idle: Duration) -> Option<(u64, SubId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::config::Limits;
     use crate::broker::grants::Grants;
     use crate::broker::registry::Broker;
+    use crate::broker::topic;
     use crate::broker::topic::{Append, Budget, Owner, TopicKey};
-    use crate::broker::{Limits, topic};
     use crate::request::Dispatch;
     use bytes::Bytes;
     use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Durable grants: who besides its owner may use a topic (DESIGN §4).
+//! Durable grants: who besides its owner may use a topic (pipe(1), `grant` and `revoke`).
 //!
 //! A grant belongs to `(owner, name)`, not to a live topic: it exists before the first
 //! publish and after the last subscriber, so `ssh host sub alice/deploys` can wait for
@@ -30,8 +30,8 @@ pub const GRANTS_FILE: &str = "grants.json";
 /// Format version of the file; a newer one is refused, not misread.
 const FILE_VERSION: u32 = 1;
 
-/// Grant entries one owner may hold over all their topics (DESIGN §7): generous for a team,
-/// small enough that the file and every access check stay cheap.
+/// Grant entries one owner may hold over all their topics (pipe(5), CAPS): generous for a
+/// team, small enough that the file and every access check stay cheap.
 pub const MAX_USER_GRANT_ENTRIES: usize = 512;
 
 #[derive(Debug, Error)]

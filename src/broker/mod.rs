@@ -18,6 +18,45 @@
 //! live session nor removes a grant already given. Under systemd the listening socket may
 //! come from the socket unit and readiness, reloads, stops and watchdog pings are reported
 //! ([`systemd`]).
+//!
+//! # Map
+//!
+//! Dependencies point one way, from the server down to the leaves: no module here imports
+//! one that imports it back, and none imports this one (it only declares and re-exports).
+//!
+//! - [`server`]: the socket ([`listen`], [`bind`], [`Listening`]), the accept loop
+//!   ([`run`]), SIGHUP ([`server::Reload`]) and shutdown; [`start`] is what `piped` runs.
+//! - [`session`]: one connection's life: hello, identity, the request, the final status.
+//! - [`cmd`]: the request handlers, one file per verb, dispatched by [`cmd::apply`].
+//! - [`ctx`]: what every handler is given and returns ([`ctx::Ctx`], [`ctx::Outcome`]).
+//! - [`ingest`] and [`deliver`]: the two directions of a streaming session: stdin into a
+//!   topic; a topic, a wildcard's topics or a drain into stdout.
+//! - [`registry`]: the shared state ([`Broker`]): live topics, wildcard patterns, caps,
+//!   and the guards that give back what a session took ([`registry::TopicHold`],
+//!   [`registry::Admission`], [`registry::Connection`], [`registry::PatternGuard`]).
+//! - [`evict`]: whom the broker-wide budget drops when it is spent.
+//! - [`topic`]: one topic's ring and cursors, synchronous, under the topic's own lock.
+//! - Leaves: [`drains`] (scoped drains), [`grants`] (durable grants), [`identity`] (who a
+//!   connection is), [`config`] (settings, and the limits with their defaults),
+//!   [`systemd`] (socket activation, notifications), [`fdio`] (non-blocking I/O on the
+//!   passed descriptors), `lock` (the one mutex helper).
+//!
+//! # The path of a session
+//!
+//! [`server::run`] accepts a connection, takes a place under the connection cap
+//! ([`Broker::take_connection`]) and spawns [`session::handle`]. That reads the hello and
+//! the passed descriptors ([`crate::proto::recv_hello`]), decides who the peer is from its
+//! uid ([`identity::resolve`]), parses the request ([`crate::request::Request::parse`]),
+//! counts the session against the user's cap ([`Broker::admit`]) and runs
+//! [`cmd::apply`]. For `pub` the handler opens the topic ([`Broker::open`], which returns
+//! a [`registry::TopicHold`]); [`ingest::pump`] reads stdin into chunks and
+//! [`ingest::Offer::send`] appends each to the topic ([`topic::Topic::try_append`]),
+//! waiting for room in the window, and asking [`evict`] when the budget is spent. For
+//! `sub`, [`deliver::deliver`] takes batches from the topic ([`topic::Topic::fetch`]) and
+//! writes them to the subscriber's stdout ([`fdio::Fd::write_some`]), recording progress
+//! ([`topic::Topic::advance`]) so the publisher may go on. When the handler returns, the
+//! session sends its [`ctx::Outcome`] as the final status frame, which `pipe-shell` exits
+//! with.
 
 pub mod cmd;
 pub mod config;
@@ -28,8 +67,8 @@ pub mod evict;
 pub mod fdio;
 pub mod grants;
 pub mod identity;
+pub mod ingest;
 mod lock;
-pub mod publish;
 pub mod registry;
 pub mod server;
 pub mod session;

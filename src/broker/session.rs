@@ -1,9 +1,10 @@
 //! One connection: hello, identity, the request, the final status.
 //!
-//! A session task owns the descriptors the client passed. Publishing ([`super::publish`])
-//! reads the session's stdin into chunks and offers them to the topic; subscribing
-//! ([`super::deliver`]) writes the topic's chunks into the session's stdout. Both stop when
-//! the client's `pipe-shell` goes away (its control socket closes) or the broker shuts down.
+//! A session task owns the descriptors the client passed and runs its request through
+//! [`super::cmd::apply`]. Publishing ([`super::ingest`]) reads the session's stdin into
+//! chunks and offers them to the topic; subscribing ([`super::deliver`]) writes the topic's
+//! chunks into the session's stdout. Both stop when the client's `pipe-shell` goes away
+//! (its control socket closes) or the broker shuts down.
 
 use std::sync::Arc;
 
@@ -144,8 +145,8 @@ pub async fn handle(broker: Arc<Broker>, stream: UnixStream, slot: Connection) {
 }
 
 /// The event of a session's end (or of a request refused before one began), for the user's
-/// drains: why it ended is what a user most needs to see there (DESIGN §5a). Over the
-/// user's event rate it goes to the journal only.
+/// drains: why it ended is what a user most needs to see there (pipe(5), SCOPED DRAINS,
+/// `events`). Over the user's event rate it goes to the journal only.
 fn ended(broker: &Broker, session: Option<SessionId>, user: &str, (code, message): &Outcome) {
     let reason = message.as_deref().unwrap_or("");
     let exit = code.code();

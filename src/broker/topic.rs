@@ -1,5 +1,5 @@
-//! One topic: a shared ring of reference-counted chunks and a cursor per subscriber
-//! (DESIGN §5).
+//! One topic: a shared ring of reference-counted chunks and a cursor per subscriber (the
+//! flow control that pipe(1) and pipe(5) describe under FLOW CONTROL).
 //!
 //! Publishers append chunks (at most [`CHUNK`] bytes, cut as they are read). Every chunk
 //! has a byte offset in the topic's stream; a subscriber is just the offset of the next byte
@@ -12,7 +12,7 @@
 //! off, so one stuck consumer cannot freeze a topic for ever.
 //!
 //! Everything here is synchronous and runs under the topic's mutex; the async waiting lives
-//! in [`super::session`]. The lock is held for bookkeeping only, never across I/O.
+//! in [`super::ingest`] and [`super::deliver`]. The lock is held for bookkeeping only, never across I/O.
 
 use std::collections::VecDeque;
 use std::fmt;

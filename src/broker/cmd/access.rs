@@ -11,8 +11,8 @@ use crate::broker::topic::{Owner, TopicKey};
 use crate::exit::Exit;
 use crate::request::{AccessList, Namespace, TopicRef as Named, UserName};
 
-/// The one answer for a topic the caller may not use, whether or not it exists (DESIGN §4:
-/// no probing).
+/// The one answer for a topic the caller may not use, whether or not it exists, so nobody
+/// can probe for others' topic names (pipe(1), EXIT STATUS 3: the same answer on purpose).
 pub(super) fn denied() -> Outcome {
     fail(Exit::Denied, "no such topic or access denied")
 }
@@ -50,7 +50,7 @@ pub(super) fn allowed(ctx: &Ctx, key: &TopicKey) -> bool {
 }
 
 /// Runs `work` on a topic reached through a grant until it ends or the grant stops
-/// naming the caller; a revocation cuts the session at once (DESIGN §4: within 1 s).
+/// naming the caller; a revocation cuts the session at once (pipe(1), `revoke`).
 pub(super) async fn unless_revoked(
     ctx: &Ctx,
     key: &TopicKey,

@@ -11,16 +11,16 @@
 //! (the `Err` is the refusal), or a plain [`Outcome`]; either way the session sends it as
 //! the final status.
 
-mod access;
-mod attach;
-mod grant;
-mod logs;
-mod ls;
-mod pipe;
-mod publish;
-mod stdout;
-mod subscribe;
-mod whoami;
+pub mod access;
+pub mod attach;
+pub mod grant;
+pub mod logs;
+pub mod ls;
+pub mod pipe;
+pub mod publish;
+pub mod stdout;
+pub mod subscribe;
+pub mod whoami;
 
 use std::os::fd::OwnedFd;
 

@@ -7,7 +7,7 @@ use super::attach::{Attached, attach};
 use super::logs::not_a_drain;
 use crate::broker::ctx::{Ctx, Outcome};
 use crate::broker::fdio::Fd;
-use crate::broker::publish::{Offer, Publisher, finish_publishing, pump};
+use crate::broker::ingest::{Offer, Publisher, finish_publishing, pump};
 use crate::broker::topic::Topic;
 use crate::request::{Dispatch, Pub};
 
