@@ -181,6 +181,6 @@ fn init_logging(format: LogFormat, events: EventTap) -> anyhow::Result<DrainHand
 fn serve(config: Config, sources: Sources, events: EventTap) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime
-        .block_on(broker::run(config, sources, events))
+        .block_on(broker::start(config, sources, events))
         .map_err(|e| anyhow!(e))
 }

@@ -26,14 +26,49 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use thiserror::Error;
 
+use super::grants;
 use super::topic::CHUNK;
-use super::{
-    DEFAULT_BUDGET, DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_STALL_TIMEOUT, DEFAULT_WINDOW,
-    MAX_CONNECTIONS, MAX_PUBLIC_TOPICS, MAX_USER_SESSIONS, MAX_USER_TOPICS, grants,
-};
 use crate::paths;
 use crate::proto::HELLO_DEADLINE;
 use crate::request::{TopicName, UserName};
+
+/// Window W (pipe(5), FLOW CONTROL): how far the slowest subscriber may trail the head.
+/// 8 MiB covers a few seconds of a slow link and several ssh channel windows (2 MiB each),
+/// so ordinary jitter never stalls a publisher, while 1000 busy topics still fit in a small
+/// server.
+pub const DEFAULT_WINDOW: usize = 8 * 1024 * 1024;
+
+/// How long a subscriber may make no progress while the window is full before it is dropped
+/// (pipe(5), FLOW CONTROL): long enough for a laptop's ssh to ride out a Wi-Fi hiccup,
+/// short enough that a stopped `sub` does not hold a live topic for long.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for accepted bytes to reach live subscribers: well under
+/// systemd's default 90 s stop timeout, long enough for a few MiB over slow links.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Bytes buffered across all topics (pipe(5), FLOW CONTROL): 32 full windows. Beyond it the
+/// subscriber furthest behind anywhere is dropped, so one tenant's stalled readers cannot
+/// take the machine's memory or pause everybody else's publishers.
+pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Connections at once (pipe(5), CAPS), counted from `accept`, before the hello: each costs
+/// a task and three descriptors (socket, stdin, stdout), so 4096 needs ~12k descriptors;
+/// piped raises its soft descriptor limit to the hard one at start (systemd's default hard
+/// limit is 512k).
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Sessions per user at once (pipe(5), CAPS): enough for busy scripting, small enough that
+/// one key cannot take the whole connection budget.
+pub const MAX_USER_SESSIONS: usize = 32;
+
+/// Topics one user may have live (pipe(5), CAPS): enough for a user's scripts and services,
+/// few enough that counting them when one is created stays cheap.
+pub const MAX_USER_TOPICS: usize = 128;
+
+/// Public topics live at once per user (pipe(5), CAPS): the shared namespace is small on
+/// purpose.
+pub const MAX_PUBLIC_TOPICS: usize = 16;
 
 /// Largest config file read: a complete file with comments is ~4 KiB, so anything near this
 /// is not a config file (a mistaken path to a log or a device).
@@ -333,8 +368,9 @@ pub struct Settings {
 }
 
 /// Longest line a drain takes by default; longer ones reach no user and are counted
-/// (DESIGN §5a). 64 KiB holds any reasonable log record, twice pico's scanner buffer, and
-/// bounds what the broker buffers per publisher while a line is incomplete.
+/// (pipe(5), SCOPED DRAINS, `max_line`). 64 KiB holds any reasonable log record, twice
+/// pico's scanner buffer, and bounds what the broker buffers per publisher while a line is
+/// incomplete.
 pub const DEFAULT_DRAIN_MAX_LINE: usize = 64 * 1024;
 
 /// Bounds of `max_line`: below 1 KiB ordinary records would be refused; above 16 MiB one
@@ -349,8 +385,8 @@ const MAX_FIELD_NAME: usize = 64;
 /// small list lets each line's scan track the fields it has seen in one machine word.
 pub const MAX_SCOPE_FIELDS: usize = 8;
 
-/// One `[[drain]]` table: a scoped drain (DESIGN §5a). Lines published into its feeds
-/// reach each user whose name is in the line's scope field; admins get every line.
+/// One `[[drain]]` table: a scoped drain (pipe(5), SCOPED DRAINS). Lines published into its
+/// feeds reach each user whose name is in the line's scope field; admins get every line.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrainSpec {

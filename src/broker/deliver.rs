@@ -15,10 +15,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::PatternGuard;
+use super::ctx::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::drains::{DROP_NOTICE_EVERY, Watcher, nth_line_end};
 use super::fdio::{Fd, MAX_IOV};
-use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
+use super::registry::{Cursor, PatternGuard};
 use super::topic::{Fetch, SessionId, SubHandle, Topic};
 use crate::exit::Exit;
 
@@ -36,27 +36,6 @@ impl<'a> Subscriber<'a> {
 }
 
 impl Drop for Subscriber<'_> {
-    fn drop(&mut self) {
-        self.topic.detach_sub(self.handle.id);
-    }
-}
-
-/// A wildcard subscription's place on one matching topic. It does not hold the topic
-/// open: a wildcard that matches everything must not keep others' topics (and their caps)
-/// alive; when the topic is forgotten the cursor goes, and a topic of the same name created
-/// later gets a new one.
-pub struct Cursor {
-    topic: Arc<Topic>,
-    handle: SubHandle,
-}
-
-impl Cursor {
-    pub fn new(topic: Arc<Topic>, handle: SubHandle) -> Cursor {
-        Cursor { topic, handle }
-    }
-}
-
-impl Drop for Cursor {
     fn drop(&mut self) {
         self.topic.detach_sub(self.handle.id);
     }
@@ -98,8 +77,8 @@ pub async fn deliver(ctx: &Ctx, sub: &Subscriber<'_>, out: &Fd, mut lines: Optio
     }
 }
 
-/// Waits for data while nothing is due. Notices a departed reader (sshd sends no signal,
-/// DESIGN §1) within [`IDLE_CHECK`].
+/// Waits for data while nothing is due. Notices a departed reader within [`IDLE_CHECK`]:
+/// sshd sends the broker no signal when a client disconnects, so only looking tells.
 async fn idle(ctx: &Ctx, handle: &SubHandle, out: &Fd) -> Result<(), Outcome> {
     tokio::select! {
         _ = handle.wake.notified() => Ok(()),

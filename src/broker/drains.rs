@@ -1,5 +1,5 @@
-//! Scoped drains (DESIGN §5a): `ssh host logs` shows each user the lines of the service
-//! logs that concern them.
+//! Scoped drains (pipe(5), SCOPED DRAINS): `ssh host logs` shows each user the lines of
+//! the service logs that concern them.
 //!
 //! The admin declares a drain in `piped.toml` ([`DrainSpec`]): its name, the feed topics
 //! services publish JSON lines into, the scope fields naming the user a line concerns and
@@ -33,7 +33,7 @@ use tracing::warn;
 
 use super::config::DrainSpec;
 use super::identity::Identity;
-use super::lock;
+use super::lock::lock;
 use super::topic::{Budget, Owner, TopicKey};
 
 /// Bytes of whole lines queued per watcher. Enough for a burst of a few thousand log lines
@@ -69,7 +69,8 @@ const NOTICE_QUOTE: usize = 200;
 pub const EVENTS: &str = "pipe::event";
 
 /// Where piped's own events go: `main` sets up logging, and the tracing layer that feeds
-/// this, before the broker exists; [`super::run`] connects it to the broker's drains.
+/// this, before the broker exists; [`super::server::start`] connects it to the broker's
+/// drains.
 #[derive(Clone, Default)]
 pub struct EventTap(Arc<OnceLock<Arc<Drains>>>);
 

@@ -1,4 +1,4 @@
-//! Durable grants: who besides its owner may use a topic (DESIGN §4).
+//! Durable grants: who besides its owner may use a topic (pipe(1), `grant` and `revoke`).
 //!
 //! A grant belongs to `(owner, name)`, not to a live topic: it exists before the first
 //! publish and after the last subscriber, so `ssh host sub alice/deploys` can wait for
@@ -21,6 +21,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::identity::Identity;
+use super::lock::lock;
 use crate::request::{Grantee, TopicName, UserName};
 
 /// The file in the state directory.
@@ -29,8 +30,8 @@ pub const GRANTS_FILE: &str = "grants.json";
 /// Format version of the file; a newer one is refused, not misread.
 const FILE_VERSION: u32 = 1;
 
-/// Grant entries one owner may hold over all their topics (DESIGN §7): generous for a team,
-/// small enough that the file and every access check stay cheap.
+/// Grant entries one owner may hold over all their topics (pipe(5), CAPS): generous for a
+/// team, small enough that the file and every access check stay cheap.
 pub const MAX_USER_GRANT_ENTRIES: usize = 512;
 
 #[derive(Debug, Error)]
@@ -109,7 +110,7 @@ impl Grants {
     /// Whether `who` may use `owner/name` through a grant (owners, admins and public topics
     /// are decided by the caller).
     pub fn allows(&self, owner: &str, name: &str, who: &Identity) -> bool {
-        let table = super::lock(&self.table);
+        let table = lock(&self.table);
         table
             .get(owner)
             .and_then(|topics| topics.get(name))
@@ -123,7 +124,7 @@ impl Grants {
 
     /// The grant on `owner/name` (empty if none).
     pub fn of_topic(&self, owner: &str, name: &str) -> Vec<Grantee> {
-        let table = super::lock(&self.table);
+        let table = lock(&self.table);
         table
             .get(owner)
             .and_then(|t| t.get(name))
@@ -133,7 +134,7 @@ impl Grants {
 
     /// All of `owner`'s grants, by topic name.
     pub fn of_owner(&self, owner: &str) -> Vec<(String, Vec<Grantee>)> {
-        let table = super::lock(&self.table);
+        let table = lock(&self.table);
         table
             .get(owner)
             .map(|t| t.iter().map(|(n, l)| (n.clone(), l.clone())).collect())
@@ -198,8 +199,8 @@ impl Grants {
     ) -> Result<Vec<Grantee>, GrantsError> {
         // Writers take turns on their own lock, so the slow part (fsync) never holds the
         // table lock that every access check takes.
-        let _writer = super::lock(&self.writer);
-        let mut next = super::lock(&self.table).clone();
+        let _writer = lock(&self.writer);
+        let mut next = lock(&self.table).clone();
         let topics = next.entry(owner.to_string()).or_default();
         let before: usize = topics.values().map(Vec::len).sum();
         let list = topics.entry(name.to_string()).or_default();
@@ -216,7 +217,7 @@ impl Grants {
         if topics.is_empty() {
             next.remove(owner);
         }
-        if next == *super::lock(&self.table) {
+        if next == *lock(&self.table) {
             // Nothing to keep, nobody to wake.
             return Ok(result);
         }
@@ -227,7 +228,7 @@ impl Grants {
                 source,
             })?;
         }
-        *super::lock(&self.table) = next;
+        *lock(&self.table) = next;
         self.changed.send_modify(|v| *v += 1);
         Ok(result)
     }

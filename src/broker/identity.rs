@@ -1,5 +1,5 @@
 //! Who a connection is. The kernel says which uid connected (`SO_PEERCRED`); the request
-//! string never carries identity (DESIGN §2).
+//! string never carries identity (piped(8), DESCRIPTION).
 //!
 //! - The service account (`pipe`, whose authorized_keys lines are written by `pipe-admin`)
 //!   may assert `--user NAME --key FP`: the admin wrote those words, not the client.

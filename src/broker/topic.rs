@@ -1,5 +1,5 @@
-//! One topic: a shared ring of reference-counted chunks and a cursor per subscriber
-//! (DESIGN §5).
+//! One topic: a shared ring of reference-counted chunks and a cursor per subscriber (the
+//! flow control that pipe(1) and pipe(5) describe under FLOW CONTROL).
 //!
 //! Publishers append chunks (at most [`CHUNK`] bytes, cut as they are read). Every chunk
 //! has a byte offset in the topic's stream; a subscriber is just the offset of the next byte
@@ -12,7 +12,7 @@
 //! off, so one stuck consumer cannot freeze a topic for ever.
 //!
 //! Everything here is synchronous and runs under the topic's mutex; the async waiting lives
-//! in [`super::session`]. The lock is held for bookkeeping only, never across I/O.
+//! in [`super::ingest`] and [`super::deliver`]. The lock is held for bookkeeping only, never across I/O.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -143,9 +143,9 @@ impl SubState {
     }
 }
 
-/// The broker-wide cap on buffered bytes (DESIGN §5), shared by every topic. Windows bound
-/// each topic; this bounds their sum, so many stalled topics cannot exhaust memory. When it
-/// is reached, the subscriber furthest behind anywhere is dropped first.
+/// The broker-wide cap on buffered bytes (pipe(1), FLOW CONTROL), shared by every topic.
+/// Windows bound each topic; this bounds their sum, so many stalled topics cannot exhaust
+/// memory. When it is reached, [`super::evict`] chooses whom to drop.
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicU64,
@@ -187,6 +187,16 @@ impl Budget {
     pub(super) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
+}
+
+/// One subscriber's distance from the head, for [`Topic::lags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    pub sub: SubId,
+    /// Bytes between the subscriber's position and the head.
+    pub behind: u64,
+    /// How long since its position last moved.
+    pub still: Duration,
 }
 
 /// What a subscriber holds while it is attached.
@@ -364,7 +374,7 @@ impl Topic {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        super::lock(&self.state)
+        super::lock::lock(&self.state)
     }
 
     /// Registry bookkeeping: one more session uses this topic.
@@ -636,17 +646,19 @@ impl Topic {
         }
     }
 
-    /// The subscriber furthest behind the head among those that have not moved for `idle`,
-    /// with how far behind it is.
-    pub fn most_lagging(&self, idle: Duration) -> Option<(u64, SubId)> {
+    /// How far each subscriber trails the head and how long it has not moved: what the
+    /// budget's eviction ([`super::evict`]) chooses by.
+    pub fn lags(&self) -> Vec<Lag> {
         let st = self.lock();
         let now = Instant::now();
         st.subs
             .iter()
-            .filter(|s| now.duration_since(s.last_progress) >= idle)
-            .map(|s| (st.head - s.pos, s.id))
-            .filter(|&(lag, _)| lag > 0)
-            .max()
+            .map(|s| Lag {
+                sub: s.id,
+                behind: st.head - s.pos,
+                still: now.duration_since(s.last_progress),
+            })
+            .collect()
     }
 
     /// Drops subscriber `id` as if it had stalled.
@@ -986,12 +998,9 @@ mod tests {
             Append::OverBudget,
             "the window has room, the broker does not"
         );
-        assert_eq!(
-            a.most_lagging(Duration::from_secs(3600)),
-            None,
-            "it just moved"
-        );
-        assert_eq!(a.most_lagging(Duration::ZERO), Some((60, lagging.id)));
+        let lags = a.lags();
+        assert_eq!(lags.len(), 1);
+        assert_eq!((lags[0].sub, lags[0].behind), (lagging.id, 60));
         a.drop_sub(lagging.id);
         assert!(lagging.kill.is_cancelled());
         assert_eq!(budget.used(), 0, "a dropped laggard's chunks are released");

@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::BUDGET_GRACE;
+use super::ctx::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::drains::Feed;
+use super::evict::BudgetWait;
 use super::fdio::Fd;
-use super::session::{Ctx, IDLE_CHECK, OK, Outcome, SHUTTING_DOWN, fail};
 use super::topic::{Append, CHUNK, Topic};
 use crate::exit::Exit;
 use crate::request::Dispatch;
@@ -66,7 +66,7 @@ impl Offer<'_> {
         topic: &Topic,
         chunk: Bytes,
     ) -> Result<Option<u64>, Outcome> {
-        let mut over_budget_since = None;
+        let mut over_budget = BudgetWait::default();
         loop {
             let mut changed = pin!(topic.changed.notified());
             changed.as_mut().enable();
@@ -83,16 +83,7 @@ impl Offer<'_> {
                     }
                 }
                 Append::OverBudget => {
-                    // Idle laggards go first; once this publisher has waited the grace out,
-                    // the most-lagging subscriber goes whether it moves or not, so slow
-                    // readers elsewhere cannot hold everyone's publishers for ever.
-                    let since = *over_budget_since.get_or_insert_with(Instant::now);
-                    let idle = if since.elapsed() >= BUDGET_GRACE {
-                        Duration::ZERO
-                    } else {
-                        BUDGET_GRACE
-                    };
-                    if ctx.broker.evict_most_lagging(idle) {
+                    if over_budget.make_room(&ctx.broker) {
                         continue;
                     }
                 }
