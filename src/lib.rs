@@ -151,6 +151,7 @@ pub mod broker;
 pub mod drain;
 pub mod exit;
 pub mod glob;
+pub mod keys;
 pub mod paths;
 pub mod proto;
 pub mod request;

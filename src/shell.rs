@@ -272,12 +272,12 @@ fn identify_by_key(file: &std::path::Path, opts: &Options) -> Option<(String, St
     if keys.next().is_some() {
         return None;
     }
-    let key = crate::admin::keys::parse_key(line).ok()?;
+    let key = crate::keys::parse_key(line).ok()?;
     let dir = opts
         .keys_dir
         .as_deref()
         .unwrap_or(std::path::Path::new(paths::KEYS_DIR));
-    let user = crate::admin::store::find_owner(dir, key.fingerprint())?;
+    let user = crate::keys::dir::find_owner(dir, key.fingerprint())?;
     Some((user.as_str().to_string(), key.fingerprint().to_string()))
 }
 

@@ -7,9 +7,9 @@ use std::ops::RangeInclusive;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::keys::{self, Key};
 use crate::request::UserName;
 
-use super::keys::{self, Key};
 use super::{AdminError, create_dirs, io_error, sync_dir};
 
 /// First line of the managed block. It says what happens to hand edits made inside it.

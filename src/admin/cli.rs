@@ -10,8 +10,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use super::doctor::Doctor;
-use super::store::{read_capped, text_of};
 use super::{Admin, AdminError, AdminExit, KeyInfo, Warning, io_error};
+use crate::keys::{read_capped, text_of};
 use crate::paths;
 
 /// Shown under every `--help`: scripts branch on these.

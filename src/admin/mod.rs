@@ -107,10 +107,12 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::exit::escape;
+use crate::keys::dir::KeyDirError;
+use crate::keys::{FINGERPRINT_PREFIX, Key, KeyError, parse_key};
 use crate::request::UserName;
 
+use self::keys::{BadKeyName, KeyName};
 use authorized_keys::AuthorizedKeys;
-use keys::{BadKeyName, Key, KeyError, KeyName};
 use store::KeyDir;
 
 /// How a `pipe-admin` run ended, as its exit status.
@@ -243,6 +245,25 @@ impl AdminError {
             | AdminError::StrayEntry { .. }
             | AdminError::LockTimeout { .. }
             | AdminError::Output(_) => AdminExit::Failure,
+        }
+    }
+}
+
+/// Reading the key directory failed: the same messages and exit codes as pipe-admin's own
+/// I/O failures and stray entries.
+impl From<KeyDirError> for AdminError {
+    fn from(error: KeyDirError) -> Self {
+        match error {
+            KeyDirError::Io { path, source } => AdminError::Io {
+                action: "reading",
+                path,
+                source,
+            },
+            KeyDirError::NotUtf8(path) => AdminError::StrayEntry {
+                path,
+                reason: "file name is not UTF-8",
+            },
+            KeyDirError::Key { path, source } => AdminError::KeyFile { path, source },
         }
     }
 }
@@ -401,7 +422,7 @@ impl Admin {
     ) -> Result<(KeyInfo, Vec<Warning>), AdminError> {
         let user = user_name(user)?;
         let name = name.map(KeyName::new).transpose()?;
-        let key = keys::parse_key(text)?;
+        let key = parse_key(text)?;
         let mut change = self.begin()?;
         let Some(existing) = change.dir.keys(&user) else {
             return Err(AdminError::UnknownUser(user));
@@ -450,7 +471,7 @@ impl Admin {
         let Some(keys) = change.dir.keys(&user) else {
             return Err(AdminError::UnknownUser(user));
         };
-        let found = if key.starts_with(keys::FINGERPRINT_PREFIX) {
+        let found = if key.starts_with(FINGERPRINT_PREFIX) {
             keys.iter()
                 .find(|(_, k)| k.fingerprint() == key)
                 .map(|(name, _)| name.clone())
@@ -560,7 +581,7 @@ mod tests {
 
     #[test]
     fn free_names_prefer_the_comment_then_count() {
-        let key = keys::parse_key(
+        let key = parse_key(
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti",
         )
         .unwrap();
