@@ -146,6 +146,7 @@
 //!   cover a Linux-only broker without another abstraction layer.
 
 pub mod admin;
+pub mod atomic_file;
 pub mod broker;
 #[cfg(feature = "drain")]
 pub mod drain;

@@ -98,7 +98,7 @@ pub mod doctor;
 pub mod keys;
 pub mod store;
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -106,6 +106,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::atomic_file::{self, AtomicError};
 use crate::exit::escape;
 use crate::keys::dir::KeyDirError;
 use crate::keys::{FINGERPRINT_PREFIX, Key, KeyError, parse_key};
@@ -264,6 +265,17 @@ impl From<KeyDirError> for AdminError {
                 reason: "file name is not UTF-8",
             },
             KeyDirError::Key { path, source } => AdminError::KeyFile { path, source },
+        }
+    }
+}
+
+/// A failed atomic write: the same message as every other I/O failure, naming the step.
+impl From<AtomicError> for AdminError {
+    fn from(error: AtomicError) -> Self {
+        AdminError::Io {
+            action: error.step.action(),
+            path: error.path,
+            source: error.source,
         }
     }
 }
@@ -570,9 +582,7 @@ fn create_dirs(dir: &Path, mode: u32) -> Result<(), AdminError> {
 
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), AdminError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("syncing", dir, e))
+    atomic_file::sync_dir(dir).map_err(|e| io_error("syncing", dir, e))
 }
 
 #[cfg(test)]

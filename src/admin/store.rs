@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::atomic_file::{self, Perms};
 use crate::keys::Key;
 use crate::keys::dir::{self as layout, KEY_EXTENSION};
 use crate::request::UserName;
@@ -208,20 +209,14 @@ fn load_user(dir: &Path) -> Result<BTreeMap<KeyName, Key>, AdminError> {
 }
 
 /// Writes `<dir>/<name>.pub` (mode [`KEY_FILE_MODE`]) atomically, never over an existing
-/// file: a temporary file, fsync, link into place, fsync the directory.
+/// file.
 pub fn write_key_file(path: &Path, key: &Key) -> Result<(), AdminError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| io_error("creating a file in", dir, e))?;
-    temp.as_file()
-        .set_permissions(Permissions::from_mode(KEY_FILE_MODE))
-        .map_err(|e| io_error("setting the mode of", temp.path(), e))?;
-    writeln!(temp, "{}", key.openssh())
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| io_error("writing", temp.path(), e))?;
-    temp.persist_noclobber(path)
-        .map_err(|e| io_error("creating", path, e.error))?;
-    sync_dir(dir)
+    let perms = Perms {
+        mode: Some(KEY_FILE_MODE),
+        owner: None,
+    };
+    atomic_file::write_new(path, perms, |file| writeln!(file, "{}", key.openssh()))?;
+    Ok(())
 }
 
 /// Removes a file and makes the removal durable.
