@@ -4,17 +4,7 @@
 //! `piped`, hands over its stdin and stdout with the hello, and then only waits for status
 //! frames, printing them on stderr, until the final one gives its exit code.
 //!
-//! # Entry forms
-//!
-//! - `SSH_ORIGINAL_COMMAND` set: sshd ran a forced command (`command="pipe-shell …"` in
-//!   authorized_keys, or `ForceCommand`); the variable is the client's request.
-//! - `-c STRING`: pipe-shell is the account's login shell. With `SSH_ORIGINAL_COMMAND` set,
-//!   STRING is the admin's forced command (its `--user`/`--key`/`--socket` are read from
-//!   it); without, STRING is the client's request itself.
-//! - plain argv (`pipe-shell pub t`): run by hand.
-//!
-//! The client's words and the admin's options are never merged: identity options are read
-//! only from argv or from a forced command, never from the request.
+//! Its entry forms (forced command, login shell, run by hand) and options are in [`args`].
 //!
 //! # Identity by key (`ForceCommand` + `ExposeAuthInfo yes`)
 //!
@@ -37,10 +27,14 @@ use std::thread::JoinHandle;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use crate::exit::{Exit, escape};
+use crate::exit::Exit;
 use crate::paths;
 use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient, pollable};
 use crate::request::{Request, RequestError};
+
+pub mod args;
+
+use args::{Options, Source, entry};
 
 pub const USAGE: &str = "\
 pipe: networked *nix pipes over ssh
@@ -77,106 +71,6 @@ exit codes: 0 ok, 1 internal error, 2 usage, 3 no such topic or access denied,
   7 timed out waiting for a peer
 ";
 
-/// What pipe-shell was told by its argv (and, as a login shell, by the forced command).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Options {
-    socket: Option<PathBuf>,
-    user: Option<String>,
-    key: Option<String>,
-    keys_dir: Option<PathBuf>,
-    service_user: Option<String>,
-    command: Option<String>,
-    words: Vec<String>,
-}
-
-/// Parses pipe-shell's own argv (without the program name). Options come first; the first
-/// other word starts the request (plain-argv form).
-fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut opts = Options::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--socket" => opts.socket = Some(PathBuf::from(value("--socket")?)),
-            "--user" => opts.user = Some(value("--user")?),
-            "--key" => opts.key = Some(value("--key")?),
-            "--keys-dir" => opts.keys_dir = Some(PathBuf::from(value("--keys-dir")?)),
-            "--service-user" => opts.service_user = Some(value("--service-user")?),
-            "-c" => opts.command = Some(value("-c")?),
-            _ => {
-                opts.words.push(arg.clone());
-                opts.words.extend(it.cloned());
-                break;
-            }
-        }
-    }
-    Ok(opts)
-}
-
-/// Where the request comes from, after the entry form is known.
-#[derive(Debug, PartialEq, Eq)]
-enum Source {
-    /// Untrusted bytes from the client (`SSH_ORIGINAL_COMMAND`, or `-c` without one).
-    Remote(Vec<u8>),
-    /// Words typed by a local user.
-    Argv(Vec<String>),
-    /// Nothing asked: an interactive login.
-    Nothing,
-}
-
-/// Works out options and request from argv and `SSH_ORIGINAL_COMMAND`.
-fn entry(args: &[String], original: Option<Vec<u8>>) -> Result<(Options, Source), String> {
-    let mut opts = parse_options(args)?;
-    let original = original.filter(|o| !o.is_empty());
-    let source = match (opts.command.take(), original) {
-        (Some(forced), Some(request)) => {
-            // Login shell running the admin's forced command: read its options.
-            let words =
-                crate::request::split_words(&forced).map_err(|e| format!("forced command: {e}"))?;
-            let (prog, rest) = words.split_first().ok_or("empty forced command")?;
-            if !is_pipe_shell(prog) {
-                return Err(format!(
-                    "forced command must run pipe-shell, not {}",
-                    escape(prog.as_bytes())
-                ));
-            }
-            let inner = parse_options(rest)?;
-            opts.socket = inner.socket.or(opts.socket);
-            opts.user = inner.user.or(opts.user);
-            opts.key = inner.key.or(opts.key);
-            opts.keys_dir = inner.keys_dir.or(opts.keys_dir);
-            opts.service_user = inner.service_user.or(opts.service_user);
-            Source::Remote(request)
-        }
-        (Some(command), None) => {
-            let is_forced = crate::request::split_words(&command)
-                .ok()
-                .and_then(|w| w.first().map(|p| is_pipe_shell(p)))
-                .unwrap_or(false);
-            if is_forced {
-                // A forced command with no client command: an interactive login.
-                Source::Nothing
-            } else {
-                Source::Remote(command.into_bytes())
-            }
-        }
-        (None, Some(request)) => Source::Remote(request),
-        (None, None) if !opts.words.is_empty() => Source::Argv(std::mem::take(&mut opts.words)),
-        (None, None) => Source::Nothing,
-    };
-    Ok((opts, source))
-}
-
-/// Whether a forced command's program is pipe-shell (by file name, so `/usr/bin/pipe-shell`
-/// and `pipe-shell` are, and `evilpipe-shell` is not).
-fn is_pipe_shell(prog: &str) -> bool {
-    std::path::Path::new(prog).file_name() == Some(std::ffi::OsStr::new("pipe-shell"))
-}
-
 fn say(line: &str) {
     // stderr may be gone with the client; nothing useful can be done about it then.
     let _ = writeln!(io::stderr(), "pipe: {line}");
@@ -197,7 +91,7 @@ pub fn run() -> Exit {
     let (mut opts, source) = match entry(&args, original) {
         Ok(e) => e,
         Err(msg) => {
-            say(&msg);
+            say(&msg.to_string());
             return Exit::Usage;
         }
     };
@@ -488,53 +382,6 @@ impl Handed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &[&str]) -> Vec<String> {
-        s.iter().map(|a| a.to_string()).collect()
-    }
-
-    #[test]
-    fn forced_command_options_come_from_the_admin_string() {
-        let (opts, src) = entry(
-            &args(&[
-                "-c",
-                "/usr/bin/pipe-shell --user alice --key SHA256:k --socket /s",
-            ]),
-            Some(b"sub x".to_vec()),
-        )
-        .unwrap();
-        assert_eq!(opts.user.as_deref(), Some("alice"));
-        assert_eq!(opts.key.as_deref(), Some("SHA256:k"));
-        assert_eq!(opts.socket, Some(PathBuf::from("/s")));
-        assert_eq!(src, Source::Remote(b"sub x".to_vec()));
-    }
-
-    #[test]
-    fn a_client_command_never_supplies_options() {
-        // No forced command: the -c string is the client's, and a pipe-shell path in it is
-        // just an unknown verb later, never options.
-        let (opts, src) = entry(&args(&["-c", "sub --user bob x"]), None).unwrap();
-        assert_eq!(opts.user, None);
-        assert_eq!(src, Source::Remote(b"sub --user bob x".to_vec()));
-        let (opts, src) = entry(&args(&["-c", "/usr/bin/pipe-shell --user bob"]), None).unwrap();
-        assert_eq!(opts.user, None);
-        assert_eq!(src, Source::Nothing);
-    }
-
-    #[test]
-    fn the_forced_command_must_be_pipe_shell() {
-        assert!(entry(&args(&["-c", "/bin/sh -x"]), Some(b"ls".to_vec())).is_err());
-        assert!(entry(&args(&["-c", "/x/evilpipe-shell"]), Some(b"ls".to_vec())).is_err());
-    }
-
-    #[test]
-    fn plain_argv_and_interactive_forms() {
-        let (opts, src) = entry(&args(&["--socket", "/s", "pub", "t"]), None).unwrap();
-        assert_eq!(opts.socket, Some(PathBuf::from("/s")));
-        assert_eq!(src, Source::Argv(args(&["pub", "t"])));
-        let (_, src) = entry(&args(&["--socket", "/s"]), Some(Vec::new())).unwrap();
-        assert_eq!(src, Source::Nothing);
-    }
 
     #[test]
     fn server_port_is_the_fourth_field() {
