@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
@@ -29,7 +28,8 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::exit::Exit;
 use crate::paths;
-use crate::proto::{self, Hello, PROTOCOL_VERSION, ToClient, pollable};
+use crate::proto::client::Client;
+use crate::proto::{Hello, PROTOCOL_VERSION, ToClient, pollable};
 use crate::request::{Request, RequestError};
 
 pub mod args;
@@ -195,8 +195,8 @@ fn server_port(conn: OsString) -> Option<u16> {
 
 /// Connects, hands over stdio, relays status frames, returns the final exit.
 fn talk(socket: &std::path::Path, hello: &Hello, quiet: bool, port: Option<u16>) -> Exit {
-    let mut sock = match UnixStream::connect(socket) {
-        Ok(s) => s,
+    let mut client = match Client::connect(socket) {
+        Ok(c) => c,
         Err(_) => {
             say("broker unavailable");
             return Exit::Unavailable;
@@ -209,14 +209,13 @@ fn talk(socket: &std::path::Path, hello: &Hello, quiet: bool, port: Option<u16>)
             return Exit::Internal;
         }
     };
-    if proto::send_hello(&sock, hello, &stdio.raw()).is_err() {
+    if client.hello(hello, &stdio.raw()).is_err() {
         say("broker unavailable");
         return Exit::Unavailable;
     }
     let stdio = stdio.handed_over();
-    let mut buf = Vec::new();
     let exit = loop {
-        match proto::read_frame(&mut sock, &mut buf) {
+        match client.recv() {
             Ok(ToClient::Status { line }) => {
                 if !quiet {
                     say(&line);
@@ -244,7 +243,7 @@ fn talk(socket: &std::path::Path, hello: &Hello, quiet: bool, port: Option<u16>)
             }
         }
     };
-    drop(sock);
+    drop(client);
     stdio.finish();
     exit
 }
