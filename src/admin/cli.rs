@@ -10,7 +10,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use super::doctor::Doctor;
-use super::{Admin, AdminError, AdminExit, KeyInfo, Warning, io_error};
+use super::{Admin, AdminError, KeyInfo, Warning, io_error};
+use crate::exit::AdminExit;
 use crate::keys::{read_capped, text_of};
 use crate::paths;
 

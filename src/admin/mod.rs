@@ -38,13 +38,8 @@
 //!
 //! # Exit codes
 //!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | done |
-//! | 1 | failure: I/O, the lock, anything unexpected (also a key directory entry that does not fit) |
-//! | 2 | usage: bad arguments, an invalid user or key name, a malformed or refused key |
-//! | 3 | not found: unknown user or key |
-//! | 4 | conflict: the user exists, the key or key name is taken, authorized_keys has broken markers or changed meanwhile |
+//! [`AdminExit`], as pipe-admin(8) lists them (EXIT STATUS); each
+//! [`AdminError`] says which ([`AdminError::exit`]).
 //!
 //! Every failure prints one line on stderr starting with `pipe-admin: `. `doctor` is the
 //! exception: it prints its findings on stdout and exits 1 when any check failed
@@ -107,7 +102,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::atomic_file::{self, AtomicError};
-use crate::exit::escape;
+use crate::exit::{AdminExit, escape};
 use crate::keys::dir::KeyDirError;
 use crate::keys::{FINGERPRINT_PREFIX, Key, KeyError, parse_key};
 use crate::request::UserName;
@@ -115,38 +110,6 @@ use crate::request::UserName;
 use self::keys::{BadKeyName, KeyName};
 use authorized_keys::AuthorizedKeys;
 use store::KeyDir;
-
-/// How a `pipe-admin` run ended, as its exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminExit {
-    Ok,
-    /// I/O, the lock, anything unexpected.
-    Failure,
-    /// Bad arguments, invalid names, a malformed or refused key.
-    Usage,
-    /// Unknown user or key.
-    NotFound,
-    /// The user exists, the key or name is taken, authorized_keys is in a state not to touch.
-    Conflict,
-}
-
-impl AdminExit {
-    pub fn code(self) -> u8 {
-        match self {
-            AdminExit::Ok => 0,
-            AdminExit::Failure => 1,
-            AdminExit::Usage => 2,
-            AdminExit::NotFound => 3,
-            AdminExit::Conflict => 4,
-        }
-    }
-}
-
-impl From<AdminExit> for std::process::ExitCode {
-    fn from(exit: AdminExit) -> Self {
-        std::process::ExitCode::from(exit.code())
-    }
-}
 
 /// Why a `pipe-admin` command failed. The `Display` text is the one-line message, without
 /// the `pipe-admin: ` prefix; names typed by the admin are escaped.
@@ -604,21 +567,6 @@ mod tests {
         assert_eq!(free_name(&existing, "alice@laptop").as_str(), "key-1");
         existing.insert(KeyName::new("key-1").unwrap(), key);
         assert_eq!(free_name(&existing, "").as_str(), "key-2");
-    }
-
-    #[test]
-    fn exit_codes_match_the_docs() {
-        let codes: Vec<u8> = [
-            AdminExit::Ok,
-            AdminExit::Failure,
-            AdminExit::Usage,
-            AdminExit::NotFound,
-            AdminExit::Conflict,
-        ]
-        .iter()
-        .map(|e| e.code())
-        .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn finish(public: PublicKey) -> Result<Key, KeyError> {
 }
 
 /// Keeps printable ASCII except `"` and `\`; each other character becomes
-/// [`COMMENT_REPLACEMENT`]. Surrounding whitespace is trimmed and the result cut to
+/// `COMMENT_REPLACEMENT` (`_`). Surrounding whitespace is trimmed and the result cut to
 /// [`MAX_COMMENT`] bytes. A comment can then neither end the line, nor look like an option,
 /// nor hide terminal escapes in `key list`.
 pub fn safe_comment(raw: &str) -> String {

@@ -2,7 +2,7 @@
 //! `restrict,command="a b" ssh-ed25519 AAAA… comment`. Options are separated by commas and
 //! end at the first space or tab; inside double quotes neither separates anything, and
 //! `\"` does not end a quote. Both functions below read a line through one scanner
-//! ([`unquoted`]), so they agree on where quotes begin and end.
+//! (`unquoted`), so they agree on where quotes begin and end.
 
 /// The characters of `text` that stand outside double quotes, with their byte offsets:
 /// quote characters themselves, everything between them and each escaped character are
