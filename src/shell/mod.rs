@@ -4,37 +4,29 @@
 //! `piped`, hands over its stdin and stdout with the hello, and then only waits for status
 //! frames, printing them on stderr, until the final one gives its exit code.
 //!
-//! Its entry forms (forced command, login shell, run by hand) and options are in [`args`].
-//!
-//! # Identity by key (`ForceCommand` + `ExposeAuthInfo yes`)
-//!
-//! When pipe-shell runs as the service account (`--service-user`, default `pipe`) with no
-//! `--user` given, it reads the file `$SSH_USER_AUTH` names (sshd writes the methods the
-//! client authenticated with), takes its single `publickey` line, and looks the key's
-//! fingerprint up in the key directory (`--keys-dir`, default `/etc/pipe/keys`): the user
-//! whose directory holds that key is who the session is. An unknown key is refused like
-//! any other identity failure (exit 3). Key lines then need no `command=`: the sshd
-//! `ForceCommand` catches every login of the account.
+//! The seams: [`args`] (entry forms and options), `identity` (who a key login is, from
+//! `$SSH_USER_AUTH` and the key directory), `stdio` (handing over stdin and stdout, with a
+//! copying thread for a terminal or file), and the session itself here ([`run`]), spoken
+//! through the broker client [`crate::proto::client`].
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
-
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::exit::Exit;
 use crate::paths;
 use crate::proto::client::Client;
-use crate::proto::{Hello, PROTOCOL_VERSION, ToClient, pollable};
+use crate::proto::{Hello, PROTOCOL_VERSION, ToClient};
 use crate::request::{Request, RequestError};
 
 pub mod args;
+mod identity;
+mod stdio;
 
-use args::{Options, Source, entry};
+use args::{Source, entry};
+use identity::{identify_by_key, runs_as_service};
+use stdio::Stdio;
 
 pub const USAGE: &str = "\
 pipe: networked *nix pipes over ssh
@@ -146,35 +138,6 @@ pub fn run() -> Exit {
     }
 }
 
-/// Whether this process runs as the service account, the one that speaks for the users of
-/// the key directory.
-fn runs_as_service(opts: &Options) -> bool {
-    let name = opts.service_user.as_deref().unwrap_or(paths::SERVICE_USER);
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .is_some_and(|u| u.uid == nix::unistd::getuid())
-}
-
-/// Maps the key the client logged in with (the single `publickey` line sshd wrote to
-/// `$SSH_USER_AUTH`) to its user in the key directory: `(user, fingerprint)`.
-fn identify_by_key(file: &std::path::Path, opts: &Options) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let mut keys = text.lines().filter_map(|l| l.strip_prefix("publickey "));
-    let line = keys.next()?;
-    // More than one key (several publickey methods) is ambiguous: refuse rather than pick.
-    if keys.next().is_some() {
-        return None;
-    }
-    let key = crate::keys::parse_key(line).ok()?;
-    let dir = opts
-        .keys_dir
-        .as_deref()
-        .unwrap_or(std::path::Path::new(paths::KEYS_DIR));
-    let user = crate::keys::dir::find_owner(dir, key.fingerprint())?;
-    Some((user.as_str().to_string(), key.fingerprint().to_string()))
-}
-
 /// Drops every inherited variable. sshd lets clients set some (`AcceptEnv LANG LC_*` on
 /// Debian, which a `Match` block cannot narrow), and nothing here needs any of them.
 fn clear_environment() {
@@ -257,124 +220,6 @@ fn ssh_hint(port: Option<u16>) -> String {
     match port {
         Some(p) if p != 22 => format!("ssh -p {p} {host} "),
         _ => format!("ssh {host} "),
-    }
-}
-
-/// The two descriptors handed to the broker. sshd gives a forced command pipes, which go
-/// over as they are. A terminal or a file (pipe-shell run by hand) cannot be polled, so a
-/// pipe is put in front of it with a thread copying between the two.
-struct Stdio {
-    input: Side,
-    output: Side,
-}
-
-enum Side {
-    /// The process's own descriptor, passed as is; its original flags are restored at exit
-    /// (the broker makes the shared file description non-blocking).
-    Direct { fd: i32, flags: Option<OFlag> },
-    /// Our end of a pipe (kept only until the hello is sent) and the copying thread.
-    Bridged {
-        passed: OwnedFd,
-        copier: JoinHandle<()>,
-    },
-}
-
-impl Side {
-    fn raw(&self) -> i32 {
-        match self {
-            Side::Direct { fd, .. } => *fd,
-            Side::Bridged { passed, .. } => passed.as_raw_fd(),
-        }
-    }
-}
-
-impl Stdio {
-    fn prepare() -> io::Result<Stdio> {
-        let stdin = io::stdin();
-        let stdout = io::stdout();
-        let input = if pollable(stdin.as_fd()) {
-            Side::Direct {
-                fd: 0,
-                flags: fcntl(stdin.as_fd(), FcntlArg::F_GETFL)
-                    .ok()
-                    .map(OFlag::from_bits_truncate),
-            }
-        } else {
-            let (read, write) = nix::unistd::pipe()?;
-            let copier = std::thread::spawn(move || {
-                let mut to = File::from(write);
-                let _ = io::copy(&mut io::stdin().lock(), &mut to);
-            });
-            Side::Bridged {
-                passed: read,
-                copier,
-            }
-        };
-        let output = if pollable(stdout.as_fd()) {
-            Side::Direct {
-                fd: 1,
-                flags: fcntl(stdout.as_fd(), FcntlArg::F_GETFL)
-                    .ok()
-                    .map(OFlag::from_bits_truncate),
-            }
-        } else {
-            let (read, write) = nix::unistd::pipe()?;
-            let copier = std::thread::spawn(move || {
-                let mut from = File::from(read);
-                let mut out = io::stdout().lock();
-                let _ = io::copy(&mut from, &mut out);
-                let _ = out.flush();
-            });
-            Side::Bridged {
-                passed: write,
-                copier,
-            }
-        };
-        Ok(Stdio { input, output })
-    }
-
-    fn raw(&self) -> [i32; 2] {
-        [self.input.raw(), self.output.raw()]
-    }
-
-    /// After the hello: close our copies of bridged pipe ends so the broker's copies are
-    /// the only ones (the output copier sees end of file when the broker closes its end).
-    fn handed_over(self) -> Handed {
-        let keep = |side: Side| match side {
-            Side::Direct { fd, flags } => (Some((fd, flags)), None),
-            Side::Bridged { passed, copier } => {
-                drop(passed);
-                (None, Some(copier))
-            }
-        };
-        let (direct_in, _input_copier) = keep(self.input);
-        let (direct_out, output_copier) = keep(self.output);
-        Handed {
-            direct: [direct_in, direct_out],
-            output_copier,
-        }
-    }
-}
-
-struct Handed {
-    direct: [Option<(i32, Option<OFlag>)>; 2],
-    output_copier: Option<JoinHandle<()>>,
-}
-
-impl Handed {
-    /// Waits for bridged output to be written, and gives passed descriptors their
-    /// original blocking mode back (they may be shared with the user's shell).
-    fn finish(self) {
-        if let Some(copier) = self.output_copier {
-            let _ = copier.join();
-        }
-        for (fd, flags) in self.direct.into_iter().flatten() {
-            if let Some(flags) = flags {
-                // SAFETY: fd 0 and 1 stay open for the whole life of the process.
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                let _ = fcntl(fd, FcntlArg::F_SETFL(flags));
-            }
-        }
     }
 }
 
