@@ -27,14 +27,14 @@ pub mod client;
 // The tracing layer calls these directly until it moves to `client::Client`.
 pub use client::{read_frame, send_hello};
 
-/// Largest control frame (DESIGN §7). A hello is a rendered request (at most 1 KiB) plus a
-/// user name and a key fingerprint; 4 KiB leaves room without letting a peer make the broker
-/// allocate much before it is authenticated.
+/// Largest control frame (pipe(5), CAPS: fixed by the protocol). A hello is a rendered
+/// request (at most 1 KiB) plus a user name and a key fingerprint; 4 KiB leaves room without
+/// letting a peer make the broker allocate much before it is authenticated.
 pub const MAX_FRAME: usize = 4096;
 
-/// How long the broker waits for a complete hello (DESIGN §7): a local client sends it in
-/// microseconds, so anything slower is broken or hostile and must not hold a slot. The
-/// default of `hello_deadline` in piped.toml.
+/// How long the broker waits for a complete hello: a local client sends it in microseconds,
+/// so anything slower is broken or hostile and must not hold a slot. The default of
+/// `hello_deadline` in piped.toml (pipe(5), FLOW CONTROL; piped(8) `--hello-deadline`).
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Bumped on any incompatible change; the broker refuses other versions with a clear message

@@ -45,7 +45,7 @@
 //! exception: it prints its findings on stdout and exits 1 when any check failed
 //! ([`doctor`]).
 //!
-//! # Decisions beyond DESIGN.md
+//! # Behaviour in detail
 //!
 //! - **Safety of a change**: an exclusive `flock` on `<keys-dir>/.lock` serialises every
 //!   change (waiting at most [`store::LOCK_TIMEOUT`]); key files and authorized_keys are

@@ -194,7 +194,7 @@ fn talk(socket: &std::path::Path, hello: &Hello, quiet: bool, port: Option<u16>)
             Ok(ToClient::Exit { code, message }) => {
                 match message {
                     Some(m) => say(&m),
-                    // Every non-zero exit says something (DESIGN §6).
+                    // Every non-zero exit says something (pipe(1), EXIT STATUS).
                     None if code != Exit::Ok => say(&format!("failed (exit {})", code.code())),
                     None => {}
                 }
