@@ -50,6 +50,14 @@ pub struct Options {
     pub words: Vec<String>,
 }
 
+/// A forced command as pipe-shell reads it: its program (a path whose file name is
+/// [`PROGRAM`], as written) and the options after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedCommand {
+    pub program: String,
+    pub options: Options,
+}
+
 /// Why pipe-shell's options or a forced command could not be read. The `Display` text is
 /// the message pipe-shell prints (after `pipe: `) before exiting with the usage code.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -92,15 +100,18 @@ pub fn parse_options(args: &[String]) -> Result<Options, ArgsError> {
 /// Reads a forced command (an sshd `ForceCommand`, a key line's `command=`, or the `-c`
 /// string of a login shell) the way pipe-shell does: split into words like a request, the
 /// program must be pipe-shell ([`is_pipe_shell`]), and the rest are its options. Of the
-/// result, the identity and location options count; `command` and `words` are what the
+/// options, the identity and location ones count; `command` and `words` are what the
 /// string happened to hold after them, and pipe-shell ignores both in a forced command.
-pub fn parse_forced_command(command: &str) -> Result<Options, ArgsError> {
+pub fn parse_forced_command(command: &str) -> Result<ForcedCommand, ArgsError> {
     let words = split_words(command).map_err(ArgsError::ForcedWords)?;
     let (prog, rest) = words.split_first().ok_or(ArgsError::EmptyForced)?;
     if !is_pipe_shell(prog) {
         return Err(ArgsError::NotPipeShell(escape(prog.as_bytes())));
     }
-    parse_options(rest)
+    Ok(ForcedCommand {
+        program: prog.clone(),
+        options: parse_options(rest)?,
+    })
 }
 
 /// Whether a forced command's program is pipe-shell (by file name, so `/usr/bin/pipe-shell`
@@ -130,7 +141,7 @@ pub(super) fn entry(
     let source = match (opts.command.take(), original) {
         (Some(forced), Some(request)) => {
             // Login shell running the admin's forced command: read its options.
-            let inner = parse_forced_command(&forced)?;
+            let inner = parse_forced_command(&forced)?.options;
             opts.socket = inner.socket.or(opts.socket);
             opts.user = inner.user.or(opts.user);
             opts.key = inner.key.or(opts.key);
@@ -210,8 +221,10 @@ mod tests {
 
     #[test]
     fn forced_commands_are_read_for_a_checker() {
-        let opts =
+        let forced =
             parse_forced_command("/usr/bin/pipe-shell --keys-dir /k --service-user svc").unwrap();
+        assert_eq!(forced.program, "/usr/bin/pipe-shell");
+        let opts = forced.options;
         assert_eq!(opts.keys_dir, Some(PathBuf::from("/k")));
         assert_eq!(opts.service_user.as_deref(), Some("svc"));
         assert_eq!(opts.user, None);
