@@ -1,51 +1,78 @@
-//! Exit codes of `pipe-shell` (DESIGN §6). ssh passes them through to the user's shell, so
-//! they are part of the user interface and never change meaning.
+//! Exit codes, and escaping of echoed input for one-line messages.
+//!
+//! Two vocabularies, one per binary, each a documented interface that never changes
+//! meaning: [`Exit`], pipe-shell's (ssh passes it through to the user's shell; pipe(1) and
+//! pipe-shell(8), EXIT STATUS), and [`AdminExit`], pipe-admin's (pipe-admin(8), EXIT
+//! STATUS). Each code is written once, as its variant's discriminant; [`code`](Exit::code)
+//! and the conversion into [`ExitCode`] are the same for both.
+
+use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a session ended, as the number a script sees in `$?`.
+/// The number and the `ExitCode` of an exit-code enum, both from its discriminant.
+macro_rules! exit_code {
+    ($name:ident) => {
+        impl $name {
+            /// The process exit status for this outcome.
+            pub fn code(self) -> u8 {
+                self as u8
+            }
+        }
+
+        impl From<$name> for ExitCode {
+            fn from(exit: $name) -> Self {
+                ExitCode::from(exit.code())
+            }
+        }
+    };
+}
+
+/// Why a pipe session ended, as the number a script sees in `$?`. On the wire (the
+/// broker's final frame) it travels by name, not by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum Exit {
     /// Normal end: the stream ended, the publisher finished, or the reader closed.
-    Ok,
+    Ok = 0,
     /// Internal error (a bug or an unexpected system error).
-    Internal,
+    Internal = 1,
     /// Usage: unknown verb or flag, bad topic, command too long.
-    Usage,
+    Usage = 2,
     /// No such topic or access denied (deliberately the same, so topics cannot be probed).
-    Denied,
+    Denied = 3,
     /// The broker could not be reached.
-    Unavailable,
+    Unavailable = 4,
     /// Dropped as a stalled subscriber.
-    Dropped,
+    Dropped = 5,
     /// A limit was reached (connections, topics).
-    Limit,
+    Limit = 6,
     /// Timed out waiting for a peer (`pub -t`).
-    Timeout,
+    Timeout = 7,
 }
 
-impl Exit {
-    /// The process exit status for this outcome.
-    pub fn code(self) -> u8 {
-        match self {
-            Exit::Ok => 0,
-            Exit::Internal => 1,
-            Exit::Usage => 2,
-            Exit::Denied => 3,
-            Exit::Unavailable => 4,
-            Exit::Dropped => 5,
-            Exit::Limit => 6,
-            Exit::Timeout => 7,
-        }
-    }
+exit_code!(Exit);
+
+/// How a `pipe-admin` run ended, as its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminExit {
+    /// Done (for `doctor`: every check passed).
+    Ok = 0,
+    /// I/O, the lock, anything unexpected (also a key directory entry that does not fit;
+    /// for `doctor`: at least one check failed).
+    Failure = 1,
+    /// Bad arguments, an invalid user or key name, a malformed or refused key.
+    Usage = 2,
+    /// Unknown user or key.
+    NotFound = 3,
+    /// The user exists, the key or key name is taken, authorized_keys has broken markers or
+    /// changed meanwhile.
+    Conflict = 4,
 }
 
-impl From<Exit> for std::process::ExitCode {
-    fn from(exit: Exit) -> Self {
-        std::process::ExitCode::from(exit.code())
-    }
-}
+exit_code!(AdminExit);
 
 /// Renders untrusted input for a one-line message: printable ASCII is kept, everything else
 /// is shown as `\xNN` (or `\n`, `\t`, ...), and the result is cut to [`ECHO_LIMIT`] bytes so a
@@ -87,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn codes_match_the_design_table() {
+    fn codes_match_the_man_pages() {
         let all = [
             Exit::Ok,
             Exit::Internal,
@@ -100,5 +127,20 @@ mod tests {
         ];
         let codes: Vec<u8> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn admin_exit_codes_match_the_docs() {
+        let codes: Vec<u8> = [
+            AdminExit::Ok,
+            AdminExit::Failure,
+            AdminExit::Usage,
+            AdminExit::NotFound,
+            AdminExit::Conflict,
+        ]
+        .iter()
+        .map(|e| e.code())
+        .collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
     }
 }

@@ -146,11 +146,13 @@
 //!   cover a Linux-only broker without another abstraction layer.
 
 pub mod admin;
+pub mod atomic_file;
 pub mod broker;
 #[cfg(feature = "drain")]
 pub mod drain;
 pub mod exit;
 pub mod glob;
+pub mod keys;
 pub mod paths;
 pub mod proto;
 pub mod request;

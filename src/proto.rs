@@ -7,30 +7,34 @@
 //! frames and ends with exactly one [`ToClient::Exit`]. Lengths are checked against
 //! [`MAX_FRAME`] before anything is allocated.
 //!
-//! The framing functions are sans-IO ([`encode`], [`decode`]); the socket helpers below them
-//! are thin: a blocking client side for `pipe-shell` (which runs no async runtime) and a tokio
-//! side for the broker.
+//! The framing functions are sans-IO ([`encode`], [`decode`]); the socket helpers over them
+//! are thin: the blocking [`client`] (for `pipe-shell`, which runs no async runtime, and the
+//! tracing layer's thread) and a tokio side for the broker, below.
 
-use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::sys::stat::{SFlag, fstat};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
 use crate::exit::Exit;
 
-/// Largest control frame (DESIGN §7). A hello is a rendered request (at most 1 KiB) plus a
-/// user name and a key fingerprint; 4 KiB leaves room without letting a peer make the broker
-/// allocate much before it is authenticated.
+pub mod client;
+
+// The tracing layer calls these directly until it moves to `client::Client`.
+pub use client::{read_frame, send_hello};
+
+/// Largest control frame (pipe(5), CAPS: fixed by the protocol). A hello is a rendered
+/// request (at most 1 KiB) plus a user name and a key fingerprint; 4 KiB leaves room without
+/// letting a peer make the broker allocate much before it is authenticated.
 pub const MAX_FRAME: usize = 4096;
 
-/// How long the broker waits for a complete hello (DESIGN §7): a local client sends it in
-/// microseconds, so anything slower is broken or hostile and must not hold a slot. The
-/// default of `hello_deadline` in piped.toml.
+/// How long the broker waits for a complete hello: a local client sends it in microseconds,
+/// so anything slower is broken or hostile and must not hold a slot. The default of
+/// `hello_deadline` in piped.toml (pipe(5), FLOW CONTROL; piped(8) `--hello-deadline`).
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Bumped on any incompatible change; the broker refuses other versions with a clear message
@@ -132,49 +136,6 @@ pub fn pollable(fd: BorrowedFd<'_>) -> bool {
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
     })
-}
-
-/// Client side: sends the hello with `fds` attached to its first byte.
-pub fn send_hello(sock: &UnixStream, hello: &Hello, fds: &[RawFd]) -> Result<(), ProtoError> {
-    let frame = encode(hello)?;
-    let rights = [ControlMessage::ScmRights(fds)];
-    let mut sent = sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(&frame)],
-        &rights,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    // The descriptors went with the first byte; the rest of a short send goes plainly.
-    while sent < frame.len() {
-        let n = sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[IoSlice::new(&frame[sent..])],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        sent += n;
-    }
-    Ok(())
-}
-
-/// Client side: blocks until one complete frame has arrived.
-pub fn read_frame(sock: &mut UnixStream, buf: &mut Vec<u8>) -> Result<ToClient, ProtoError> {
-    loop {
-        if let Some((msg, used)) = decode(buf)? {
-            buf.drain(..used);
-            return Ok(msg);
-        }
-        let mut chunk = [0u8; 1024];
-        let n = match sock.read(&mut chunk) {
-            Ok(0) => return Err(ProtoError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Broker side: reads the hello and the descriptors that came with it. Exactly `want`

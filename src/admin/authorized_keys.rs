@@ -1,16 +1,17 @@
 //! The service account's authorized_keys: the managed block between two marker lines, the
 //! key lines in it, and the atomic rewrite that leaves every other line as it was.
 
-use std::fs::{self, Metadata, Permissions};
+use std::fs::{self, Metadata};
 use std::io::{self, Write};
 use std::ops::RangeInclusive;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::{self, Perms};
+use crate::keys::{self, Key};
 use crate::request::UserName;
 
-use super::keys::{self, Key};
-use super::{AdminError, create_dirs, io_error, sync_dir};
+use super::{AdminError, create_dirs, io_error};
 
 /// First line of the managed block. It says what happens to hand edits made inside it.
 pub const BEGIN: &str = "# BEGIN pipe-admin managed block: edits inside are overwritten";
@@ -202,31 +203,21 @@ impl AuthorizedKeys {
         if self.metadata.is_some() && new == self.content.as_slice() {
             return Ok(());
         }
-        let path = &self.path;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
+        create_dirs(atomic_file::dir_of(&self.path), NEW_DIR_MODE)?;
+        let perms = match &self.metadata {
+            Some(old) => Perms {
+                mode: Some(old.mode() & 0o7777),
+                owner: Some((old.uid(), old.gid())),
+            },
+            None => Perms {
+                mode: Some(NEW_FILE_MODE),
+                owner: None,
+            },
         };
-        create_dirs(dir, NEW_DIR_MODE)?;
-        let mut temp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| io_error("creating a file in", dir, e))?;
-        let file = temp.as_file();
-        match &self.metadata {
-            Some(old) => {
-                std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()))
-                    .map_err(|e| io_error("setting the owner of", temp.path(), e))?;
-                file.set_permissions(Permissions::from_mode(old.mode() & 0o7777))
-            }
-            None => file.set_permissions(Permissions::from_mode(NEW_FILE_MODE)),
-        }
-        .map_err(|e| io_error("setting the mode of", temp.path(), e))?;
-        temp.write_all(new)
-            .and_then(|()| temp.as_file().sync_all())
-            .map_err(|e| io_error("writing", temp.path(), e))?;
+        let staged = atomic_file::stage(&self.path, perms, |file| file.write_all(new))?;
         self.check_unchanged()?;
-        temp.persist(path)
-            .map_err(|e| io_error("replacing", path, e.error))?;
-        sync_dir(dir)
+        staged.replace()?;
+        Ok(())
     }
 
     /// gitolite's guard: if the file is not what was read, another writer was at work, and

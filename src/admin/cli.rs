@@ -10,8 +10,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use super::doctor::Doctor;
-use super::store::{read_capped, text_of};
-use super::{Admin, AdminError, AdminExit, KeyInfo, Warning, io_error};
+use super::{Admin, AdminError, KeyInfo, Warning, io_error};
+use crate::exit::AdminExit;
+use crate::keys::{read_capped, text_of};
 use crate::paths;
 
 /// Shown under every `--help`: scripts branch on these.

@@ -38,19 +38,14 @@
 //!
 //! # Exit codes
 //!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | done |
-//! | 1 | failure: I/O, the lock, anything unexpected (also a key directory entry that does not fit) |
-//! | 2 | usage: bad arguments, an invalid user or key name, a malformed or refused key |
-//! | 3 | not found: unknown user or key |
-//! | 4 | conflict: the user exists, the key or key name is taken, authorized_keys has broken markers or changed meanwhile |
+//! [`AdminExit`], as pipe-admin(8) lists them (EXIT STATUS); each
+//! [`AdminError`] says which ([`AdminError::exit`]).
 //!
 //! Every failure prints one line on stderr starting with `pipe-admin: `. `doctor` is the
 //! exception: it prints its findings on stdout and exits 1 when any check failed
 //! ([`doctor`]).
 //!
-//! # Decisions beyond DESIGN.md
+//! # Behaviour in detail
 //!
 //! - **Safety of a change**: an exclusive `flock` on `<keys-dir>/.lock` serialises every
 //!   change (waiting at most [`store::LOCK_TIMEOUT`]); key files and authorized_keys are
@@ -98,7 +93,7 @@ pub mod doctor;
 pub mod keys;
 pub mod store;
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -106,44 +101,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::exit::escape;
+use crate::atomic_file::{self, AtomicError};
+use crate::exit::{AdminExit, escape};
+use crate::keys::dir::KeyDirError;
+use crate::keys::{FINGERPRINT_PREFIX, Key, KeyError, parse_key};
 use crate::request::UserName;
 
+use self::keys::{BadKeyName, KeyName};
 use authorized_keys::AuthorizedKeys;
-use keys::{BadKeyName, Key, KeyError, KeyName};
 use store::KeyDir;
-
-/// How a `pipe-admin` run ended, as its exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminExit {
-    Ok,
-    /// I/O, the lock, anything unexpected.
-    Failure,
-    /// Bad arguments, invalid names, a malformed or refused key.
-    Usage,
-    /// Unknown user or key.
-    NotFound,
-    /// The user exists, the key or name is taken, authorized_keys is in a state not to touch.
-    Conflict,
-}
-
-impl AdminExit {
-    pub fn code(self) -> u8 {
-        match self {
-            AdminExit::Ok => 0,
-            AdminExit::Failure => 1,
-            AdminExit::Usage => 2,
-            AdminExit::NotFound => 3,
-            AdminExit::Conflict => 4,
-        }
-    }
-}
-
-impl From<AdminExit> for std::process::ExitCode {
-    fn from(exit: AdminExit) -> Self {
-        std::process::ExitCode::from(exit.code())
-    }
-}
 
 /// Why a `pipe-admin` command failed. The `Display` text is the one-line message, without
 /// the `pipe-admin: ` prefix; names typed by the admin are escaped.
@@ -243,6 +209,36 @@ impl AdminError {
             | AdminError::StrayEntry { .. }
             | AdminError::LockTimeout { .. }
             | AdminError::Output(_) => AdminExit::Failure,
+        }
+    }
+}
+
+/// Reading the key directory failed: the same messages and exit codes as pipe-admin's own
+/// I/O failures and stray entries.
+impl From<KeyDirError> for AdminError {
+    fn from(error: KeyDirError) -> Self {
+        match error {
+            KeyDirError::Io { path, source } => AdminError::Io {
+                action: "reading",
+                path,
+                source,
+            },
+            KeyDirError::NotUtf8(path) => AdminError::StrayEntry {
+                path,
+                reason: "file name is not UTF-8",
+            },
+            KeyDirError::Key { path, source } => AdminError::KeyFile { path, source },
+        }
+    }
+}
+
+/// A failed atomic write: the same message as every other I/O failure, naming the step.
+impl From<AtomicError> for AdminError {
+    fn from(error: AtomicError) -> Self {
+        AdminError::Io {
+            action: error.step.action(),
+            path: error.path,
+            source: error.source,
         }
     }
 }
@@ -401,7 +397,7 @@ impl Admin {
     ) -> Result<(KeyInfo, Vec<Warning>), AdminError> {
         let user = user_name(user)?;
         let name = name.map(KeyName::new).transpose()?;
-        let key = keys::parse_key(text)?;
+        let key = parse_key(text)?;
         let mut change = self.begin()?;
         let Some(existing) = change.dir.keys(&user) else {
             return Err(AdminError::UnknownUser(user));
@@ -450,7 +446,7 @@ impl Admin {
         let Some(keys) = change.dir.keys(&user) else {
             return Err(AdminError::UnknownUser(user));
         };
-        let found = if key.starts_with(keys::FINGERPRINT_PREFIX) {
+        let found = if key.starts_with(FINGERPRINT_PREFIX) {
             keys.iter()
                 .find(|(_, k)| k.fingerprint() == key)
                 .map(|(name, _)| name.clone())
@@ -549,9 +545,7 @@ fn create_dirs(dir: &Path, mode: u32) -> Result<(), AdminError> {
 
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), AdminError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("syncing", dir, e))
+    atomic_file::sync_dir(dir).map_err(|e| io_error("syncing", dir, e))
 }
 
 #[cfg(test)]
@@ -560,7 +554,7 @@ mod tests {
 
     #[test]
     fn free_names_prefer_the_comment_then_count() {
-        let key = keys::parse_key(
+        let key = parse_key(
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti",
         )
         .unwrap();
@@ -573,21 +567,6 @@ mod tests {
         assert_eq!(free_name(&existing, "alice@laptop").as_str(), "key-1");
         existing.insert(KeyName::new("key-1").unwrap(), key);
         assert_eq!(free_name(&existing, "").as_str(), "key-2");
-    }
-
-    #[test]
-    fn exit_codes_match_the_docs() {
-        let codes: Vec<u8> = [
-            AdminExit::Ok,
-            AdminExit::Failure,
-            AdminExit::Usage,
-            AdminExit::NotFound,
-            AdminExit::Conflict,
-        ]
-        .iter()
-        .map(|e| e.code())
-        .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

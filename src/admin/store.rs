@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::atomic_file::{self, Perms};
+use crate::keys::Key;
+use crate::keys::dir::{self as layout, KEY_EXTENSION};
 use crate::request::UserName;
 
 use super::authorized_keys::key_line;
-use super::keys::{self, Key, KeyName};
+use super::keys::KeyName;
 use super::{AdminError, create_dirs, io_error, sync_dir};
 
 /// The lock file inside the key directory. A dot file, so it is never taken for a user.
@@ -37,10 +40,6 @@ pub const KEY_FILE_MODE: u32 = 0o644;
 
 /// Mode of the lock file: only root (pipe-admin) needs it.
 const LOCK_FILE_MODE: u32 = 0o600;
-
-/// Extension of key files; other files in a user's directory (notes, editor backups) are
-/// left alone.
-const KEY_EXTENSION: &str = ".pub";
 
 /// An exclusive hold on the key directory (and so on authorized_keys), released on drop.
 #[derive(Debug)]
@@ -98,7 +97,7 @@ impl KeyDir {
             root: root.to_path_buf(),
             users: BTreeMap::new(),
         };
-        for (name, path) in list_dir(root)? {
+        for (name, path) in layout::entries(root)? {
             let metadata = fs::metadata(&path).map_err(|e| io_error("reading", &path, e))?;
             if !metadata.is_dir() {
                 continue;
@@ -196,124 +195,28 @@ impl KeyDir {
 /// One user's keys: every `<name>.pub` file in `dir`.
 fn load_user(dir: &Path) -> Result<BTreeMap<KeyName, Key>, AdminError> {
     let mut keys = BTreeMap::new();
-    for (file_name, path) in list_dir(dir)? {
-        let Some(stem) = file_name.strip_suffix(KEY_EXTENSION) else {
+    for (file_name, path) in layout::entries(dir)? {
+        let Some(stem) = layout::key_file_stem(&file_name) else {
             continue;
         };
         let name = KeyName::new(stem).map_err(|_| AdminError::StrayEntry {
             path: path.clone(),
             reason: "not a valid key name",
         })?;
-        let text = read_limited(&path)?;
-        let key = keys::parse_key(&text).map_err(|source| AdminError::KeyFile {
-            path: path.clone(),
-            source,
-        })?;
-        keys.insert(name, key);
+        keys.insert(name, layout::read_key(&path)?);
     }
     Ok(keys)
 }
 
-/// The user whose directory holds a key with `fingerprint`, for pipe-shell's key logins
-/// (`ExposeAuthInfo`). Unlike [`KeyDir::load`] it skips what it cannot read or parse: one
-/// stray file must not refuse every login (`pipe-admin doctor` reports such entries). A
-/// fingerprint filed under two users is ambiguous and matches nobody.
-pub fn find_owner(root: &Path, fingerprint: &str) -> Option<UserName> {
-    let mut found = None;
-    for (name, dir) in list_dir(root).ok()? {
-        let Ok(user) = UserName::new(&name) else {
-            continue;
-        };
-        let Ok(files) = list_dir(&dir) else {
-            continue;
-        };
-        for (file, path) in files {
-            if !file.ends_with(KEY_EXTENSION) {
-                continue;
-            }
-            let Some(key) = read_limited(&path)
-                .ok()
-                .and_then(|text| keys::parse_key(&text).ok())
-            else {
-                continue;
-            };
-            if key.fingerprint() == fingerprint {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(user.clone());
-            }
-        }
-    }
-    found
-}
-
-/// The entries of `dir` that are not dot files, as (name, path). A missing `dir` is empty.
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, AdminError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("reading", dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error("reading", dir, e))?;
-        let path = entry.path();
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            return Err(AdminError::StrayEntry {
-                path,
-                reason: "file name is not UTF-8",
-            });
-        };
-        if !name.starts_with('.') {
-            out.push((name, path));
-        }
-    }
-    Ok(out)
-}
-
-/// A key file's text, at most [`keys::MAX_KEY_INPUT`] bytes.
-fn read_limited(path: &Path) -> Result<String, AdminError> {
-    let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
-    let bytes = read_capped(file).map_err(|e| io_error("reading", path, e))?;
-    text_of(bytes).map_err(|source| AdminError::KeyFile {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Reads at most [`keys::MAX_KEY_INPUT`] bytes and one more, to tell a too-long input apart.
-pub fn read_capped(reader: impl Read) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    reader
-        .take(keys::MAX_KEY_INPUT + 1)
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// The input as text, refusing an over-long or non-UTF-8 one.
-pub fn text_of(bytes: Vec<u8>) -> Result<String, keys::KeyError> {
-    if bytes.len() as u64 > keys::MAX_KEY_INPUT {
-        return Err(keys::KeyError::TooLong);
-    }
-    String::from_utf8(bytes).map_err(|_| keys::KeyError::NotText)
-}
-
 /// Writes `<dir>/<name>.pub` (mode [`KEY_FILE_MODE`]) atomically, never over an existing
-/// file: a temporary file, fsync, link into place, fsync the directory.
+/// file.
 pub fn write_key_file(path: &Path, key: &Key) -> Result<(), AdminError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| io_error("creating a file in", dir, e))?;
-    temp.as_file()
-        .set_permissions(Permissions::from_mode(KEY_FILE_MODE))
-        .map_err(|e| io_error("setting the mode of", temp.path(), e))?;
-    writeln!(temp, "{}", key.openssh())
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| io_error("writing", temp.path(), e))?;
-    temp.persist_noclobber(path)
-        .map_err(|e| io_error("creating", path, e.error))?;
-    sync_dir(dir)
+    let perms = Perms {
+        mode: Some(KEY_FILE_MODE),
+        owner: None,
+    };
+    atomic_file::write_new(path, perms, |file| writeln!(file, "{}", key.openssh()))?;
+    Ok(())
 }
 
 /// Removes a file and makes the removal durable.
@@ -386,28 +289,5 @@ mod tests {
         fs::create_dir(root.join("Not-A-User")).unwrap();
         let error = KeyDir::load(root).unwrap_err();
         assert!(matches!(error, AdminError::StrayEntry { .. }), "{error}");
-    }
-
-    #[test]
-    fn find_owner_skips_stray_entries() {
-        let root = tempfile::tempdir().unwrap();
-        let key =
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-        let fp = keys::parse_key(key).unwrap().fingerprint().to_string();
-        fs::create_dir_all(root.path().join("alice")).unwrap();
-        fs::write(root.path().join("alice/laptop.pub"), format!("{key}\n")).unwrap();
-        fs::write(root.path().join("alice/broken.pub"), "not a key\n").unwrap();
-        fs::create_dir_all(root.path().join("Not.A.User")).unwrap();
-        assert!(
-            KeyDir::load(root.path()).is_err(),
-            "the strict loader refuses"
-        );
-        assert_eq!(
-            find_owner(root.path(), &fp).map(|u| u.as_str().to_string()),
-            Some("alice".into())
-        );
-        fs::create_dir_all(root.path().join("bob")).unwrap();
-        fs::write(root.path().join("bob/same.pub"), format!("{key}\n")).unwrap();
-        assert_eq!(find_owner(root.path(), &fp), None, "ambiguous");
     }
 }

@@ -283,13 +283,13 @@ fn persist(path: &Path, table: &Table) -> io::Result<()> {
             })
             .collect(),
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, &file)?;
-    tmp.write_all(b"\n")?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    // Owner and mode as the temporary file made them: piped's, 0600.
+    let perms = crate::atomic_file::Perms::default();
+    crate::atomic_file::write(path, perms, |tmp| {
+        serde_json::to_writer_pretty(&mut *tmp, &file)?;
+        tmp.write_all(b"\n")
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
