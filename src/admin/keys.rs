@@ -7,10 +7,6 @@ use thiserror::Error;
 
 use crate::exit::escape;
 
-// `doctor` still reaches these through here; once it imports `crate::keys` this goes.
-pub use crate::keys::options::split_options;
-pub use crate::keys::parse_authorized_line;
-
 /// Longest key name: as long as a topic name, plenty for `laptop-2024` or `ci.deploy`, short
 /// enough for a file name and a `key list` column.
 pub const MAX_KEY_NAME: usize = 64;

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use super::compat::{self, ForcedShell, PIPE_SHELL};
 use super::probe::{
     Account, AccountLookup, Facts, FileKind, KeysFile, SHADOW, SocketFacts, SocketFile, SshdRun,
     SshdSettings, Stat, match_spec,
 };
 use super::{Doctor, Finding, SNIPPET};
+use crate::keys::options;
+use crate::shell::args::{self, ArgsError, PROGRAM};
 use crate::{glob, paths};
 
 /// The most a socket directory may allow: the group may enter, nobody else.
@@ -218,19 +219,32 @@ impl Doctor {
             ));
             return;
         };
-        let Some(forced) = forced_pipe_shell(sshd) else {
-            out.push(Finding::fail(
-                format!("sshd: ForceCommand for {user} runs {command}, not {PIPE_SHELL}"),
-                self.match_block_fix(&format!("ForceCommand {}", self.pipe_shell_path())),
-            ));
-            return;
+        let forced = match args::parse_forced_command(command) {
+            Ok(forced) => forced,
+            Err(ArgsError::NotPipeShell(_) | ArgsError::EmptyForced) => {
+                out.push(Finding::fail(
+                    format!("sshd: ForceCommand for {user} runs {command}, not {PROGRAM}"),
+                    self.match_block_fix(&format!("ForceCommand {}", self.pipe_shell_path())),
+                ));
+                return;
+            }
+            // pipe-shell itself would refuse every login with this message.
+            Err(e) => {
+                out.push(Finding::fail(
+                    format!("sshd: ForceCommand for {user} cannot be read by pipe-shell: {e}"),
+                    self.match_block_fix(&format!("ForceCommand {}", self.pipe_shell_path())),
+                ));
+                return;
+            }
         };
+        let given = forced.options;
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         out.push(Finding::Ok(format!(
             "sshd: ForceCommand runs {} for {user}",
             forced.program
         )));
 
-        if let Some(fixed) = &forced.user {
+        if let Some(fixed) = &given.user {
             out.push(Finding::fail(
                 format!("sshd: ForceCommand fixes --user {fixed}: every key would log in as {fixed}"),
                 "remove --user from ForceCommand; pipe-shell finds the user by the key (ExposeAuthInfo yes)",
@@ -241,25 +255,25 @@ impl Doctor {
         let agree = [
             (
                 "--socket",
-                &forced.socket,
+                path(&given.socket),
                 paths::SOCKET,
                 self.socket.display().to_string(),
             ),
             (
                 "--keys-dir",
-                &forced.keys_dir,
+                path(&given.keys_dir),
                 paths::KEYS_DIR,
                 self.admin.keys_dir.display().to_string(),
             ),
             (
                 "--service-user",
-                &forced.service_user,
+                given.service_user.clone(),
                 paths::SERVICE_USER,
                 user.to_string(),
             ),
         ];
-        for (flag, given, default, checked) in agree {
-            let used = given.as_deref().unwrap_or(default);
+        for (flag, value, default, checked) in agree {
+            let used = value.as_deref().unwrap_or(default);
             if used != checked {
                 out.push(Finding::fail(
                     format!("sshd: ForceCommand's pipe-shell uses {flag} {used}, but doctor checks {checked}"),
@@ -272,7 +286,7 @@ impl Doctor {
             out.push(Finding::Ok(format!(
                 "sshd: ExposeAuthInfo yes: pipe-shell tells {user}'s users apart by their key"
             )));
-        } else if forced.user.is_none() {
+        } else if given.user.is_none() {
             out.push(Finding::fail(
                 format!("sshd: ExposeAuthInfo is not yes for {user}: ForceCommand replaces the key lines' command=, so pipe-shell cannot tell who logged in and refuses everyone"),
                 self.match_block_fix("ExposeAuthInfo yes"),
@@ -349,7 +363,7 @@ impl Doctor {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let fix = format!("usermod -s {} {user}", self.pipe_shell_path());
-        if shell_name == PIPE_SHELL {
+        if shell_name == PROGRAM {
             out.push(Finding::Ok(format!(
                 "account {user}: login shell {}",
                 shell.display()
@@ -638,7 +652,7 @@ impl Doctor {
 
         // A hand-written line must be as tight as pipe-admin's, unless sshd forces
         // pipe-shell on every login of the account (pipe-admin(8), DOCTOR).
-        let forced = sshd.and_then(forced_pipe_shell).is_some();
+        let forced = sshd.is_some_and(runs_pipe_shell);
         let loose: Vec<usize> = file
             .foreign_lines
             .iter()
@@ -707,20 +721,21 @@ impl Doctor {
     }
 }
 
-/// The effective `ForceCommand` when it runs pipe-shell (by file name).
-fn forced_pipe_shell(sshd: &SshdSettings) -> Option<ForcedShell> {
-    let command = sshd.get("forcecommand").filter(|c| *c != "none")?;
-    compat::forced_shell(command)
+/// Whether the effective `ForceCommand` runs pipe-shell in a form it can read.
+fn runs_pipe_shell(sshd: &SshdSettings) -> bool {
+    sshd.get("forcecommand")
+        .filter(|c| *c != "none")
+        .is_some_and(|c| args::parse_forced_command(c).is_ok())
 }
 
 /// Whether an authorized_keys line has both `restrict` and `command=` among its options.
 fn is_restricted(line: &str) -> bool {
-    let Some(options) = compat::key_options(line) else {
+    let Some((options, _)) = options::split_options(line.trim()) else {
         return false;
     };
     let mut restrict = false;
     let mut command = false;
-    for option in options {
+    for option in options::option_list(options) {
         let lower = option.to_ascii_lowercase();
         restrict |= lower == "restrict";
         command |= lower.starts_with("command=");

@@ -43,7 +43,6 @@ use std::path::PathBuf;
 
 use super::Admin;
 
-mod compat;
 mod judge;
 mod probe;
 

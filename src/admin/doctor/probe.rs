@@ -20,8 +20,8 @@ use nix::unistd::{Gid, User};
 
 use super::Doctor;
 use crate::admin::authorized_keys::{AuthorizedKeys, ForeignKey};
-use crate::admin::keys;
 use crate::admin::store::KeyDir;
+use crate::keys;
 
 /// The connection `sshd -T -C` evaluates `Match` blocks for: a login from this machine.
 /// A `Match Address` block for remote networks is not seen; `Match User`/`Group` are.
