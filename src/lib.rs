@@ -147,10 +147,10 @@
 
 pub mod admin;
 pub mod broker;
-#[cfg(feature = "drain")]
-pub mod drain;
 pub mod exit;
 pub mod glob;
+#[cfg(feature = "drain")]
+pub mod logship;
 pub mod paths;
 pub mod proto;
 pub mod request;
