@@ -1,9 +1,9 @@
-//! `pipe::drain` against the real `piped`: the example service's lines reach a subscriber of
+//! `pipe::logship` against the real `piped`: the example service's lines reach a subscriber of
 //! `log-drain`; with the broker gone log calls never block and every lost line is counted;
 //! after a broker restart the drain reconnects and reports what it lost. The tests run as
 //! root, so the drain's identity is `root` and the feed topic is `root/log-drain`.
 
-#![cfg(feature = "drain")]
+#![cfg(feature = "logship")]
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! A toy job runner that ships its logs into a pipe topic with `pipe::drain`.
+//! A toy job runner that ships its logs into a pipe topic with `pipe::logship`.
 //!
 //! ```text
 //! log-service --service jobs --socket /run/pipe/piped.sock   < commands
