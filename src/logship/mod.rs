@@ -1,8 +1,10 @@
 //! `pipe::logship`: a [`tracing_subscriber::Layer`] that ships a Rust service's logs into a
 //! pipe topic, one JSON object per line.
 //!
-//! This is the service's side. The broker's scoped drains ([`crate::broker::drains`], `ssh
-//! host logs`) read the feed topic these lines go to and route them to the users they name.
+//! This is the service's side. The broker's scoped drains ([`crate::broker::drains`]) read
+//! the feed topic these lines go to and route each line to the user it names: users read
+//! them with `logs` (pipe(1), COMMANDS), admins declare them in pipe(5), SCOPED DRAINS, which
+//! also says what the broker does with the `user` and `hidden` fields.
 //!
 //! A service adds [`DrainLayer`] to its subscriber; every event becomes a line published on a
 //! feed topic of the broker (by convention [`DEFAULT_TOPIC`], `log-drain`), through the local

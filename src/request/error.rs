@@ -3,7 +3,8 @@
 
 use thiserror::Error;
 
-/// Longest request string accepted (DESIGN §7): far above any real command, small enough that
+/// Longest request string accepted (pipe(1), EXIT STATUS: longer is a usage error): far
+/// above any real command, small enough that
 /// a hostile string costs nothing to reject.
 pub const MAX_REQUEST: usize = 1024;
 

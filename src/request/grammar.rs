@@ -348,7 +348,8 @@ impl Verb {
         }
     }
 
-    /// Whether the verb takes this flag (DESIGN §3 flag table).
+    /// Whether the verb takes this flag: pipe(1), OPTIONS, names each flag's verbs (`--json`
+    /// under COMMANDS); `-c`/`-q` and `-h` go with every verb.
     fn allows(self, flag: Flag) -> bool {
         use Flag::*;
         match flag {

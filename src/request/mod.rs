@@ -1,4 +1,5 @@
-//! The request language: what a user types after `ssh host` (DESIGN §3).
+//! The request language: what a user types after `ssh host`. Users read it in pipe(1)
+//! (man/pipe.1: DESCRIPTION, COMMANDS, OPTIONS); this is the precise form.
 //!
 //! The input is untrusted. It is checked whole before it is split ([`MAX_REQUEST`] bytes,
 //! printable ASCII only), split into words with a small quote-aware splitter (no expansion of
@@ -46,7 +47,7 @@
 //!
 //! # Wildcards
 //!
-//! A `sub` topic name may be a pattern (DESIGN §3): `*` matches any run of characters,
+//! A `sub` topic name may be a pattern (pipe(1), `sub`): `*` matches any run of characters,
 //! possibly empty, and the pattern must match the whole name (`sub 'logs-*'`,
 //! `sub alice/logs-*`, `sub -p '*:latest'`). Only the name may hold one, never the owner
 //! (`*/x` is a bad topic), so a pattern never reaches across owners. `-a` is refused with a

@@ -7,10 +7,12 @@ use std::str::FromStr;
 use super::error::RequestError;
 use crate::exit::escape;
 
-/// Longest topic name: the DESIGN §4 grammar, `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
+/// Longest topic name: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`, as pipe(1) states it under
+/// DESCRIPTION.
 pub const MAX_TOPIC_NAME: usize = 64;
 
-/// Longest user name: the DESIGN §4 grammar, `[a-z_][a-z0-9_-]{0,31}` (the useradd limit).
+/// Longest user name: `[a-z_][a-z0-9_-]{0,31}` (the useradd limit), as pipe-admin(8) states
+/// it under DESCRIPTION.
 pub const MAX_USER_NAME: usize = 32;
 
 /// The namespace `public/name` names; reserved, so never a user name.
