@@ -30,7 +30,7 @@
 //! - [`admin`]: `pipe-admin`: the key directory, the managed block of the service account's
 //!   authorized_keys, the command line over both, and `doctor` ([`admin::doctor`]), which
 //!   checks sshd, the account, the socket and the keys against each other.
-//! - [`drain`] (feature `drain`, on by default): a `tracing` layer that ships a Rust
+//! - [`logship`] (feature `logship`, on by default): a `tracing` layer that ships a Rust
 //!   service's logs as JSON lines into a topic (`log-drain`) through the broker socket or
 //!   ssh, without ever blocking the service.
 //! - `src/bin/`: the binaries, a few lines each around the library.
@@ -148,11 +148,11 @@
 pub mod admin;
 pub mod atomic_file;
 pub mod broker;
-#[cfg(feature = "drain")]
-pub mod drain;
 pub mod exit;
 pub mod glob;
 pub mod keys;
+#[cfg(feature = "logship")]
+pub mod logship;
 pub mod paths;
 pub mod proto;
 pub mod request;

@@ -1,5 +1,5 @@
 //! RFC 3339 timestamps for JSON log lines (UTC, milliseconds), without a date crate: the
-//! drains' notices and the tracing layer ([`crate::drain`]) need only this one format, and
+//! drains' notices and the tracing layer ([`crate::logship`]) need only this one format, and
 //! the layer formats on the logging thread, so it appends without allocating.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,9 +1,9 @@
-//! `pipe::drain` against the real `piped`: the example service's lines reach a subscriber of
+//! `pipe::logship` against the real `piped`: the example service's lines reach a subscriber of
 //! `log-drain`; with the broker gone log calls never block and every lost line is counted;
 //! after a broker restart the drain reconnects and reports what it lost. The tests run as
 //! root, so the drain's identity is `root` and the feed topic is `root/log-drain`.
 
-#![cfg(feature = "drain")]
+#![cfg(feature = "logship")]
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
-use pipe::drain::{BACKOFF_MAX, Builder, DEFAULT_CAPACITY, DEFAULT_TOPIC, DrainHandle};
+use pipe::logship::{BACKOFF_MAX, Builder, DEFAULT_CAPACITY, DEFAULT_TOPIC, DrainHandle};
 use serde_json::{Map, Value};
 use tracing::info;
 use tracing_subscriber::prelude::*;
@@ -94,7 +94,7 @@ fn wait_stats(
     handle: &DrainHandle,
     timeout: Duration,
     what: &str,
-    pred: impl Fn(&pipe::drain::DrainStats) -> bool,
+    pred: impl Fn(&pipe::logship::DrainStats) -> bool,
 ) -> Duration {
     let start = Instant::now();
     loop {
@@ -311,7 +311,7 @@ fn log_call_cost() {
             .map(|_| {
                 let mut spent = Duration::ZERO;
                 tracing::dispatcher::with_default(d, || {
-                    let _user = pipe::drain::user_span("alice").entered();
+                    let _user = pipe::logship::user_span("alice").entered();
                     for burst in 0..CALLS / BURST {
                         let start = Instant::now();
                         for i in 0..BURST {

@@ -245,7 +245,7 @@ fn a_user_sees_why_their_sessions_ended() {
     assert!(bobs.is_empty(), "bob's stream: {bobs}");
 }
 
-/// The picture: a Rust service logs through `pipe::drain` into its feed; two users
+/// The picture: a Rust service logs through `pipe::logship` into its feed; two users
 /// and two admins watch `logs`. Each user gets exactly the lines tagged with their name,
 /// byte for byte and in order; hidden lines and lines for nobody reach the admins only.
 #[test]

@@ -1,4 +1,4 @@
-//! A toy job runner that ships its logs into a pipe topic with `pipe::drain`.
+//! A toy job runner that ships its logs into a pipe topic with `pipe::logship`.
 //!
 //! ```text
 //! log-service --service jobs --socket /run/pipe/piped.sock   < commands
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use pipe::drain::{self, Builder};
+use pipe::logship::{self, Builder};
 use tracing::info;
 use tracing_subscriber::prelude::*;
 
@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, default_value = "log-service")]
     service: String,
     /// The topic the lines are published on.
-    #[arg(long, default_value = drain::DEFAULT_TOPIC)]
+    #[arg(long, default_value = logship::DEFAULT_TOPIC)]
     topic: String,
     /// The broker socket.
     #[arg(long, conflicts_with = "ssh", required_unless_present = "ssh")]
@@ -79,12 +79,12 @@ fn run(command: &str) {
         Some(("-", message)) => info!("{message}"),
         Some(("hidden", rest)) => {
             let (user, message) = rest.split_once(' ').unwrap_or((rest, ""));
-            let _user = drain::user_span(user).entered();
+            let _user = logship::user_span(user).entered();
             info!(hidden = true, "{message}");
         }
         Some((user, job)) => {
             // Everything inside is tagged "user":USER: the broker routes by it.
-            let _user = drain::user_span(user).entered();
+            let _user = logship::user_span(user).entered();
             info!(job, "job started");
             info!(job, "job done");
         }

@@ -10,7 +10,7 @@ use clap::Parser;
 use pipe::broker::config::{self, LogFormat, Settings, Sources};
 use pipe::broker::drains::{EVENTS, EventTap};
 use pipe::broker::{self, Config};
-use pipe::drain::DrainHandle;
+use pipe::logship::DrainHandle;
 use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -167,7 +167,7 @@ fn init_logging(format: LogFormat, events: EventTap) -> anyhow::Result<DrainHand
         LogFormat::Text => stderr.boxed(),
         LogFormat::Json => stderr.json().boxed(),
     };
-    let (drain, handle) = pipe::drain::Builder::new("piped")
+    let (drain, handle) = pipe::logship::Builder::new("piped")
         .sink(move |line| events.send(line))
         .build()
         .context("starting the event drain")?;

@@ -1,116 +1,20 @@
-//! The request language: what a user types after `ssh host` (DESIGN §3).
-//!
-//! The input is untrusted. It is checked whole before it is split ([`MAX_REQUEST`] bytes,
-//! printable ASCII only), split into words with a small quote-aware splitter (no expansion of
-//! any kind, nothing is ever handed to a shell), and parsed with a cursor into the closed
-//! [`Request`] enum. Every word must be used: leftovers are an error.
-//!
-//! [`Request::render`] writes the canonical form back; `parse(render(r)) == r` holds for every
-//! request, which is how `pipe-shell` hands a request to `piped`: the broker parses the
-//! canonical string again, so a request is validated twice by the same grammar.
-//!
-//! # Words
-//!
-//! Words are separated by runs of spaces. `'...'` is literal; `"..."` is literal except for
-//! `\"` and `\\`; outside quotes a backslash makes the next character literal. Quoted and bare
-//! parts join into one word (`a'b c'd` is `ab cd`) and `''` is an empty word. `$`, backticks,
-//! `;`, `|`, `*` and the like are ordinary characters: no flag accepts them, and no topic
-//! either, except `*` in a `sub` topic (see Wildcards).
-//!
-//! # Verbs
-//!
-//! - `pub [TOPIC]`, `pipe [TOPIC]`, `sub TOPIC`: the data verbs.
-//! - `grant TOPIC LIST`, `revoke TOPIC LIST`: add to or remove from the durable grant on one
-//!   of the caller's topics. LIST is the second positional word, with the syntax and limits
-//!   of `-a LIST` but never empty. Public topics take no grant, so `-p` and `public/name`
-//!   are usage errors there.
-//! - `logs [DRAIN] [-n N]`: the caller's lines of a scoped drain the admin declared
-//!   (default `logs`). `-k` is accepted and changes nothing: a drain never ends. DRAIN is a
-//!   bare name, never `owner/name` nor public.
-//! - `grants [--json]`, `ls [--json]`, `whoami`, `help`, `version`.
-//!
-//! # Grammar
-//!
-//! `VERB` first, then flags and positional words in any order; positionals are taken in
-//! order (the topic, then for `grant`/`revoke` the list). Flags are written `-x`, `--long`,
-//! `-x=VALUE`, `--long=VALUE` or `-x VALUE`; a flag given twice keeps its last value (as Go's
-//! `flag` package, which pico uses). A word that starts with `-` is never a positional.
-//! `-h`/`--help` after any verb is a request for the general usage.
-//!
-//! Boolean flags (`-b -e -p -k -r -c -q --json`) take no separate value, with one exception:
-//! when the next word is exactly `true` or `false` it is taken as the flag's value, so
-//! `pub -b false topic` means what it says (pico's Go parser would publish to a topic named
-//! `false`). A topic literally named `true` or `false` must therefore come before the flags,
-//! or after a flag that takes a value: `pub false -b`, not `pub -b false`.
-//! [`Request::render`] takes care of this itself.
-//!
-//! # Wildcards
-//!
-//! A `sub` topic name may be a pattern (DESIGN §3): `*` matches any run of characters,
-//! possibly empty, and the pattern must match the whole name (`sub 'logs-*'`,
-//! `sub alice/logs-*`, `sub -p '*:latest'`). Only the name may hold one, never the owner
-//! (`*/x` is a bad topic), so a pattern never reaches across owners. `-a` is refused with a
-//! pattern: a grant belongs to one topic. Every other verb refuses `*` as a bad topic. See
-//! [`TopicName::pattern`] and [`TopicName::matches`].
+//! The grammar: words to the closed [`Request`] enum with a cursor, and the canonical
+//! rendering back (the rules are in the [`crate::request`] docs, "Grammar").
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use thiserror::Error;
-
+use super::duration::{parse_duration, render_duration};
+use super::error::{EXPECT_ACCESS, MAX_GRANTEES, MAX_REQUEST, RequestError};
+use super::names::{AccessList, Grantee, Namespace, PUBLIC, TopicName, TopicRef, UserName};
+use super::words::split_words;
 use crate::exit::escape;
-
-/// Longest request string accepted (DESIGN §7): far above any real command, small enough that
-/// a hostile string costs nothing to reject.
-pub const MAX_REQUEST: usize = 1024;
-
-/// Longest `-t` accepted: a year. Longer waits are certainly mistakes, and the cap keeps
-/// deadline arithmetic far from overflow.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How long `pub -b` waits for a receiver when `-t` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// Most entries in one list, `-a LIST` or the LIST of `grant`/`revoke`. The canonical
-/// rendering must fit in [`MAX_REQUEST`] because the broker parses it again. The longest
-/// rendering is a `pub` with every flag:
-/// `pub --block=false --timeout=<17 digits>ns --empty --dispatch=round_robin --quiet` is
-/// 3 + 14 + 30 + 8 + 23 + 8 = 86 bytes, ` --access=` is 10, and a topic ` owner/name` is at
-/// most 1 + 32 + 1 + 64 = 98 (a `sub` pattern is no longer than a name): 194 bytes, leaving
-/// 830 for the list. A key fingerprint is the longest entry (`SHA256:` + 43 = 50 bytes, plus
-/// a comma), so 16 entries (16 × 51 − 1 = 815) fit and 17 would not. (32 fingerprints alone
-/// would be 1631 bytes.) The longest `grant`/`revoke` is shorter: `revoke --quiet` (14), the
-/// topic (98) and a space (1) leave the same list 911 bytes. Larger grants take several
-/// `grant` commands.
-pub const MAX_GRANTEES: usize = 16;
-
 /// Largest `sub -n`: far more lines than any one-shot hook waits for, and small enough that
 /// the broker's line counter cannot overflow however it stores it.
 pub const MAX_LINES: u64 = u32::MAX as u64;
-
-/// Longest topic name: the DESIGN §4 grammar, `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
-pub const MAX_TOPIC_NAME: usize = 64;
-
-/// Longest user name: the DESIGN §4 grammar, `[a-z_][a-z0-9_-]{0,31}` (the useradd limit).
-pub const MAX_USER_NAME: usize = 32;
-
-/// The namespace `public/name` names; reserved, so never a user name.
-const PUBLIC: &str = "public";
-
-/// The wildcard of `sub` patterns: any run of characters, possibly empty.
-const STAR: u8 = b'*';
-
-/// Key fingerprints as OpenSSH prints them: this prefix, then unpadded base64 of a SHA-256.
-const KEY_PREFIX: &str = "SHA256:";
-
-/// Length of the base64 part of a fingerprint: 32 bytes of SHA-256 in unpadded base64.
-const KEY_BASE64_LEN: usize = 43;
-
-/// Most fractional digits in one duration number. Exact integer arithmetic needs
-/// `10^digits × 1h in ns` to fit in a `u128`; 25 digits is already far below a nanosecond of
-/// the largest unit, so nobody needs more.
-const MAX_FRACTION_DIGITS: u32 = 25;
 
 /// One request, as typed after `ssh host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,253 +132,6 @@ pub enum Dispatch {
     Multicast,
     /// Each chunk goes to exactly one receiver.
     RoundRobin,
-}
-
-/// Which namespace a topic reference names, before the broker resolves it against the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Namespace {
-    /// `name`: the caller's own.
-    Own,
-    /// `owner/name`: another user's (or the caller's own, spelled out).
-    User(UserName),
-    /// `-p name` or `public/name`.
-    Public,
-}
-
-/// A topic as the user wrote it: namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TopicRef {
-    pub namespace: Namespace,
-    pub name: TopicName,
-}
-
-/// A topic name: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}` (`:` allows `image:tag`). In a `sub`
-/// request it may instead be a pattern ([`TopicName::pattern`]); nothing else holds one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicName(String);
-
-/// A user name as it may appear in a request: `[a-z_][a-z0-9_-]{0,31}`, never `public`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserName(String);
-
-/// One entry of an access list: a user name or a key fingerprint (`SHA256:` + base64).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Grantee {
-    User(UserName),
-    /// The whole fingerprint, prefix included: `SHA256:` and 43 base64 characters.
-    Key(String),
-}
-
-/// `-a LIST`: comma-separated grantees; empty clears the grant. Also the LIST of
-/// `grant`/`revoke`, never empty there.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AccessList(pub Vec<Grantee>);
-
-/// Why a request was refused. Every variant is a usage error (exit 2); the `Display` text is
-/// the user-facing message without the `pipe: ` prefix. Every `String` field holds user input
-/// already passed through [`escape`], so the text is always one short printable line.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RequestError {
-    #[error("command too long ({0} bytes, at most {max})", max = MAX_REQUEST)]
-    TooLong(usize),
-    #[error("command contains a control or non-ASCII byte: {0}")]
-    BadByte(String),
-    #[error("no command given (try: help)")]
-    Empty,
-    #[error("unterminated quote or trailing backslash in command")]
-    UnterminatedQuote,
-    #[error("unknown command: {0} (try: help)")]
-    UnknownVerb(String),
-    #[error("{verb}: unknown flag: {flag} (try: help)")]
-    UnknownFlag { verb: &'static str, flag: String },
-    #[error("{verb}: flag {flag} needs a value")]
-    MissingValue { verb: &'static str, flag: String },
-    #[error("{verb}: bad value for {flag}: {value} (expected {expected})")]
-    BadValue {
-        verb: &'static str,
-        flag: String,
-        value: String,
-        /// What the flag takes, in words.
-        expected: &'static str,
-    },
-    #[error("{verb}: the list has {count} entries, at most {max}", max = MAX_GRANTEES)]
-    TooManyGrantees { verb: &'static str, count: usize },
-    #[error("{verb}: -a cannot be used with public topics")]
-    AccessWithPublic { verb: &'static str },
-    #[error("{verb}: -a cannot be used with a wildcard topic (a grant is for one topic)")]
-    AccessWithPattern { verb: &'static str },
-    #[error("{verb}: public topics are open to everyone and take no grant")]
-    GrantOnPublic { verb: &'static str },
-    #[error("{verb}: a topic is required")]
-    MissingTopic { verb: &'static str },
-    #[error("{verb}: a list is required ({verb} TOPIC USER-OR-KEY[,...])")]
-    MissingList { verb: &'static str },
-    #[error("{verb}: nothing to {verb} (the list is empty)")]
-    EmptyList { verb: &'static str },
-    #[error("{verb}: bad entry in list: {entry} ({expected})", expected = EXPECT_ACCESS)]
-    BadGrantee { verb: &'static str, entry: String },
-    #[error("{verb}: -p needs a topic name")]
-    PublicWithoutTopic { verb: &'static str },
-    #[error("{verb}: unexpected argument: {arg}")]
-    Extra { verb: &'static str, arg: String },
-    /// Also a `*` outside a `sub` topic name.
-    #[error("bad topic: {0} (names are letters, digits and ._:- up to 64, optionally owner/name)")]
-    BadTopic(String),
-    #[error("bad user name: {0} (lowercase letters, digits, _ and - up to 32, not 'public')")]
-    BadUser(String),
-    #[error("-p conflicts with an owner in the topic: {0}")]
-    PublicWithOwner(String),
-    #[error("logs: a drain is named by a bare name, not owner/name: {0}")]
-    DrainWithOwner(String),
-}
-
-impl TopicName {
-    /// Checks `name` against `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
-    pub fn new(name: &str) -> Result<TopicName, RequestError> {
-        let bytes = name.as_bytes();
-        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_alphanumeric())
-            && bytes.len() <= MAX_TOPIC_NAME
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        if ok {
-            Ok(TopicName(name.to_string()))
-        } else {
-            Err(RequestError::BadTopic(escape(bytes)))
-        }
-    }
-
-    /// Checks `name` as a `sub` topic: a plain name ([`TopicName::new`]) or a pattern,
-    /// `[A-Za-z0-9*][A-Za-z0-9._:*-]{0,63}` with at least one `*`.
-    pub fn pattern(name: &str) -> Result<TopicName, RequestError> {
-        let bytes = name.as_bytes();
-        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_alphanumeric() || *b == STAR)
-            && bytes.len() <= MAX_TOPIC_NAME
-            && bytes.iter().all(|&b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-' | STAR)
-            });
-        if ok {
-            Ok(TopicName(name.to_string()))
-        } else {
-            Err(RequestError::BadTopic(escape(bytes)))
-        }
-    }
-
-    /// Whether this is a pattern (holds a `*`) rather than one topic's name.
-    pub fn is_pattern(&self) -> bool {
-        self.0.as_bytes().contains(&STAR)
-    }
-
-    /// Whether `name` is this topic (a plain name: equality) or matches this pattern
-    /// ([`crate::glob`]).
-    pub fn matches(&self, name: &str) -> bool {
-        if !self.is_pattern() {
-            return self.0 == name;
-        }
-        crate::glob::matches(self.0.as_bytes(), name.as_bytes())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl UserName {
-    /// Checks `name` against `[a-z_][a-z0-9_-]{0,31}` and refuses the reserved `public`.
-    pub fn new(name: &str) -> Result<UserName, RequestError> {
-        let bytes = name.as_bytes();
-        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_lowercase() || *b == b'_')
-            && bytes.len() <= MAX_USER_NAME
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
-            && name != PUBLIC;
-        if ok {
-            Ok(UserName(name.to_string()))
-        } else {
-            Err(RequestError::BadUser(escape(bytes)))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for TopicName {
-    type Err = RequestError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TopicName::new(s)
-    }
-}
-
-impl FromStr for UserName {
-    type Err = RequestError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        UserName::new(s)
-    }
-}
-
-impl fmt::Display for TopicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for UserName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Grantee {
-    /// A user name or a fingerprint (`SHA256:` + 43 base64 characters, unpadded as OpenSSH
-    /// prints it). `None` for anything else.
-    pub fn parse(entry: &str) -> Option<Grantee> {
-        match entry.strip_prefix(KEY_PREFIX) {
-            Some(b64) => {
-                let ok = b64.len() == KEY_BASE64_LEN
-                    && b64
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-                ok.then(|| Grantee::Key(entry.to_string()))
-            }
-            None => UserName::new(entry).ok().map(Grantee::User),
-        }
-    }
-}
-
-impl fmt::Display for Grantee {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Grantee::User(user) => f.write_str(user.as_str()),
-            Grantee::Key(key) => f.write_str(key),
-        }
-    }
-}
-
-impl fmt::Display for AccessList {
-    /// The comma-separated form `-a` takes.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, grantee) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{grantee}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for TopicRef {
-    /// The canonical spelling: `name`, `owner/name` or `public/name`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Namespace::Own => write!(f, "{}", self.name),
-            Namespace::User(owner) => write!(f, "{owner}/{}", self.name),
-            Namespace::Public => write!(f, "{PUBLIC}/{}", self.name),
-        }
-    }
 }
 
 impl Request {
@@ -640,61 +297,6 @@ fn is_printable(b: u8) -> bool {
     (0x20..0x7f).contains(&b)
 }
 
-/// Splits a request into words (module docs). The input is already printable ASCII.
-pub fn split_words(text: &str) -> Result<Vec<String>, RequestError> {
-    let mut words = Vec::new();
-    // `Some` once a word has started, even if it is still empty (`''`).
-    let mut word: Option<String> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' => {
-                if let Some(done) = word.take() {
-                    words.push(done);
-                }
-            }
-            '\'' => {
-                let current = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => current.push(c),
-                        None => return Err(RequestError::UnterminatedQuote),
-                    }
-                }
-            }
-            '"' => {
-                let current = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        // Only `\"` and `\\` are escapes; any other backslash is literal.
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => current.push(c),
-                            Some(c) => {
-                                current.push('\\');
-                                current.push(c);
-                            }
-                            None => return Err(RequestError::UnterminatedQuote),
-                        },
-                        Some(c) => current.push(c),
-                        None => return Err(RequestError::UnterminatedQuote),
-                    }
-                }
-            }
-            '\\' => match chars.next() {
-                Some(c) => word.get_or_insert_with(String::new).push(c),
-                None => return Err(RequestError::UnterminatedQuote),
-            },
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    if let Some(done) = word {
-        words.push(done);
-    }
-    Ok(words)
-}
-
 /// The verbs. Deliberately closed: pico's `monitor`, `status`, `uptime` and `rss` are
 /// unknown commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -746,7 +348,8 @@ impl Verb {
         }
     }
 
-    /// Whether the verb takes this flag (DESIGN §3 flag table).
+    /// Whether the verb takes this flag: pipe(1), OPTIONS, names each flag's verbs (`--json`
+    /// under COMMANDS); `-c`/`-q` and `-h` go with every verb.
     fn allows(self, flag: Flag) -> bool {
         use Flag::*;
         match flag {
@@ -842,12 +445,12 @@ impl Flag {
 }
 
 /// A cursor over the words after the verb.
-struct Cursor<'a> {
+struct Words<'a> {
     words: &'a [&'a str],
     pos: usize,
 }
 
-impl<'a> Cursor<'a> {
+impl<'a> Words<'a> {
     fn next(&mut self) -> Option<&'a str> {
         let word = self.words.get(self.pos).copied()?;
         self.pos += 1;
@@ -892,7 +495,7 @@ fn parse_topic_word(word: &str, pattern: bool) -> Result<TopicWord<'_>, RequestE
 
 /// Everything the flags and topic set, before the verb's own checks.
 #[derive(Default)]
-struct Seen<'a> {
+struct Given<'a> {
     topic: Option<TopicWord<'a>>,
     /// The LIST of `grant`/`revoke`, already checked (never empty).
     list: Option<AccessList>,
@@ -913,7 +516,6 @@ const EXPECT_BOOL: &str = "true or false";
 const EXPECT_DURATION: &str = "a duration like 30s, 1m30s or 1.5h, at most 8760h";
 const EXPECT_DISPATCH: &str = "multicast or round_robin";
 const EXPECT_LINES: &str = "a whole number from 1 to 4294967295";
-const EXPECT_ACCESS: &str = "comma-separated user names or SHA256: key fingerprints";
 
 /// The words after splitting: verb, then flags and topic in any order.
 fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
@@ -923,9 +525,9 @@ fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
     let verb = Verb::from_word(verb_word)
         .ok_or_else(|| RequestError::UnknownVerb(escape(verb_word.as_bytes())))?;
     let v = verb.name();
-    let mut seen = Seen::default();
+    let mut seen = Given::default();
     let mut positionals = 0;
-    let mut cursor = Cursor {
+    let mut cursor = Words {
         words: rest,
         pos: 0,
     };
@@ -1023,7 +625,7 @@ fn parse_list(words: &[&str]) -> Result<Request, RequestError> {
 
 /// The checks that need every word: topic presence, `-p` against the topic, `-a` against a
 /// public or wildcard topic, `grant`/`revoke` against a public topic and a missing list.
-fn finish(verb: Verb, seen: Seen<'_>) -> Result<Request, RequestError> {
+fn finish(verb: Verb, seen: Given<'_>) -> Result<Request, RequestError> {
     let v = verb.name();
     // Before the topic checks: `grant -p` (with or without a topic) has one answer.
     if verb.is_grant() && seen.public {
@@ -1188,92 +790,11 @@ fn check_list_len(verb: &'static str, list: AccessList) -> Result<AccessList, Re
     Ok(list)
 }
 
-/// Nanoseconds per duration unit, as Go's `time.ParseDuration` spells them (ASCII only).
-fn unit_nanos(unit: &str) -> Option<u128> {
-    Some(match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60 * 1_000_000_000,
-        "h" => 3600 * 1_000_000_000,
-        _ => return None,
-    })
-}
-
-/// Go's duration syntax without a sign: `0`, or groups of `<number><unit>` where the number
-/// may have a fraction (`1h30m`, `1.5h`, `500ms`). Exact integer arithmetic, fractions of a
-/// nanosecond truncated; `None` if malformed or over [`MAX_TIMEOUT`].
-pub fn parse_duration(value: &str) -> Option<Duration> {
-    if value == "0" {
-        return Some(Duration::ZERO);
-    }
-    let max = MAX_TIMEOUT.as_nanos();
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    let mut total: u128 = 0;
-    if bytes.is_empty() {
-        return None;
-    }
-    while i < bytes.len() {
-        let start = i;
-        let mut whole: u128 = 0;
-        while let Some(d) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
-            // Saturates on absurd inputs; the unit multiplication below then fails.
-            whole = whole
-                .saturating_mul(10)
-                .saturating_add(u128::from(d - b'0'));
-            i += 1;
-        }
-        let whole_digits = i - start;
-        let mut frac: u128 = 0;
-        let mut frac_digits: u32 = 0;
-        if bytes.get(i) == Some(&b'.') {
-            i += 1;
-            while let Some(d) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
-                if frac_digits == MAX_FRACTION_DIGITS {
-                    return None;
-                }
-                frac = frac * 10 + u128::from(d - b'0');
-                frac_digits += 1;
-                i += 1;
-            }
-        }
-        if whole_digits == 0 && frac_digits == 0 {
-            return None;
-        }
-        let unit_start = i;
-        while bytes
-            .get(i)
-            .is_some_and(|b| !b.is_ascii_digit() && *b != b'.')
-        {
-            i += 1;
-        }
-        let unit = unit_nanos(value.get(unit_start..i)?)?;
-        let part = whole
-            .checked_mul(unit)?
-            .checked_add(frac * unit / 10u128.pow(frac_digits))?;
-        total = total.checked_add(part)?;
-        if total > max {
-            return None;
-        }
-    }
-    Some(Duration::from_nanos(u64::try_from(total).ok()?))
-}
-
-/// Whole milliseconds when exact (the common case reads well), else nanoseconds.
-fn render_duration(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos % 1_000_000 == 0 {
-        format!("{}ms", nanos / 1_000_000)
-    } else {
-        format!("{nanos}ns")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::duration::MAX_TIMEOUT;
+    use crate::request::names::{MAX_TOPIC_NAME, MAX_USER_NAME};
     use proptest::prelude::*;
 
     fn parse(s: &str) -> Result<Request, RequestError> {
@@ -1335,10 +856,6 @@ mod tests {
     }
 
     const KEY: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
-
-    fn words(s: &str) -> Vec<String> {
-        split_words(s).unwrap()
-    }
 
     // --- whole-input checks ---
 
@@ -1419,17 +936,6 @@ mod tests {
     }
 
     // --- word splitting ---
-
-    #[test]
-    fn splitting_handles_spaces_and_quotes() {
-        assert_eq!(words("  pub   x  "), ["pub", "x"]);
-        assert_eq!(words("a'b c'd"), ["ab cd"]);
-        assert_eq!(words("'' x"), ["", "x"]);
-        assert_eq!(words(r#""a\"b\\c\d""#), [r#"a"b\c\d"#]);
-        assert_eq!(words(r"a\ b \'"), ["a b", "'"]);
-        assert_eq!(words(r#"'a"b' "c'd""#), [r#"a"b"#, "c'd"]);
-        assert_eq!(words("'$(id)' `x` ;|"), ["$(id)", "`x`", ";|"]);
-    }
 
     #[test]
     fn unterminated_quotes_are_refused() {
@@ -1582,29 +1088,6 @@ mod tests {
             parse("sub x | ls"),
             Err(RequestError::Extra { .. })
         ));
-    }
-
-    #[test]
-    fn user_names_follow_the_grammar() {
-        for ok in ["alice", "_svc", "a-b_c9", &"a".repeat(32)] {
-            assert!(UserName::new(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "public",
-            "Alice",
-            "9lives",
-            "-a",
-            "",
-            "a.b",
-            &"a".repeat(33),
-        ] {
-            assert!(
-                matches!(UserName::new(bad), Err(RequestError::BadUser(_))),
-                "{bad}"
-            );
-        }
-        assert_eq!("bob".parse::<UserName>(), Ok(user("bob")));
-        assert!("bad topic".parse::<TopicName>().is_err());
     }
 
     #[test]
@@ -1817,57 +1300,7 @@ mod tests {
     // --- values ---
 
     #[test]
-    fn valid_durations() {
-        let ms = Duration::from_millis;
-        for (text, want) in [
-            ("0", Duration::ZERO),
-            ("0s", Duration::ZERO),
-            ("5s", ms(5000)),
-            ("500ms", ms(500)),
-            ("1h30m", ms(5_400_000)),
-            ("1.5h", ms(5_400_000)),
-            ("1m30s", ms(90_000)),
-            (".5s", ms(500)),
-            ("1.s", ms(1000)),
-            ("1ns", Duration::from_nanos(1)),
-            ("1us", Duration::from_micros(1)),
-            ("1.0000000001s", ms(1000)),
-            ("8760h", MAX_TIMEOUT),
-            ("1h1h", ms(7_200_000)),
-            (
-                "0.333333333333333333333333h",
-                Duration::from_nanos(1_199_999_999_999),
-            ),
-        ] {
-            assert_eq!(parse_duration(text), Some(want), "{text}");
-        }
-    }
-
-    #[test]
-    fn invalid_durations() {
-        let too_many_digits = format!("0.{}1s", "0".repeat(25));
-        for text in [
-            "",
-            "5",
-            "-5s",
-            "+5s",
-            "5 s",
-            "s",
-            ".s",
-            "5x",
-            "5sec",
-            "1µs",
-            "1h-1m",
-            "5S",
-            "00",
-            "8760h1ns",
-            "9999999999999999999999999999999999999999h",
-            "1e3s",
-            "5..5s",
-            &too_many_digits,
-        ] {
-            assert_eq!(parse_duration(text), None, "{text}");
-        }
+    fn bad_durations_are_bad_values() {
         assert!(matches!(
             parse("pub -t 1y"),
             Err(RequestError::BadValue { .. })
@@ -2091,42 +1524,6 @@ mod tests {
             parse("sub -p '*' -a bob"),
             Err(RequestError::AccessWithPublic { verb: "sub" })
         );
-    }
-
-    #[test]
-    fn pattern_matching() {
-        let m = |p: &str, n: &str| name(p).matches(n);
-        assert!(m("logs-*", "logs-a"));
-        assert!(m("logs-*", "logs-"));
-        assert!(m("logs-*", "logs-a-b*c"));
-        assert!(!m("logs-*", "xlogs-a"));
-        assert!(!m("logs-*", "logs"));
-        for n in ["", "a", "anything:at.all", &"z".repeat(64)] {
-            assert!(m("*", n), "{n}");
-            assert!(m("**", n), "{n}");
-        }
-        assert!(m("a*b*c", "abc"));
-        assert!(m("a*b*c", "aXbYc"));
-        assert!(m("a*b*c", "abbbcbc"));
-        assert!(m("a*b*c", "acbc"));
-        assert!(!m("a*b*c", "acb"));
-        assert!(!m("a*b*c", "abcx"));
-        assert!(!m("a*b*c", "xabc"));
-        assert!(m("*:latest", "image:latest"));
-        assert!(m("*:latest", ":latest"));
-        assert!(!m("*:latest", "image:latest2"));
-        assert!(!m("*:latest", "image:v1"));
-        assert!(m("*a*", "bab"));
-        assert!(!m("*a*", "bbb"));
-        // Plain names: equality, case-sensitive.
-        assert!(m("logs", "logs"));
-        assert!(!m("logs", "Logs"));
-        assert!(!m("logs", "logs-a"));
-        assert!(!m("logs", ""));
-        // A worst case for backtracking stays quick.
-        let p = format!("{}b", "a*".repeat(31));
-        assert!(!m(&p, &"a".repeat(64)));
-        assert!(m(&p, &format!("{}b", "a".repeat(63))));
     }
 
     // --- grants ---
@@ -2731,25 +2128,6 @@ mod tests {
         proptest::collection::vec(fragment, 0..24).prop_map(|parts| parts.concat())
     }
 
-    /// The obvious dynamic-programming glob match, to check [`TopicName::matches`] against.
-    fn reference_match(pattern: &[u8], name: &[u8]) -> bool {
-        // ok[j]: the pattern so far matches name[..j].
-        let mut ok = vec![false; name.len() + 1];
-        ok[0] = true;
-        for &p in pattern {
-            let mut next = vec![false; name.len() + 1];
-            for j in 0..=name.len() {
-                next[j] = if p == STAR {
-                    ok[j] || (j > 0 && next[j - 1])
-                } else {
-                    j > 0 && ok[j - 1] && name[j - 1] == p
-                };
-            }
-            ok = next;
-        }
-        ok[name.len()]
-    }
-
     proptest! {
         #[test]
         fn parse_never_panics_on_bytes(input in proptest::collection::vec(any::<u8>(), 0..1200)) {
@@ -2769,34 +2147,6 @@ mod tests {
                 prop_assert!(text.len() <= MAX_REQUEST);
                 prop_assert_eq!(Request::parse(text.as_bytes()), Ok(r));
             }
-        }
-
-        #[test]
-        fn matches_agrees_with_a_reference(
-            pattern in "[ab*]{1,10}",
-            name in "[ab]{0,10}",
-        ) {
-            prop_assert_eq!(
-                TopicName(pattern.clone()).matches(&name),
-                reference_match(pattern.as_bytes(), name.as_bytes())
-            );
-        }
-
-        #[test]
-        fn patterns_match_what_they_were_made_from(
-            parts in proptest::collection::vec("[a-z.:-]{0,6}", 1..6),
-            fills in proptest::collection::vec("[A-Za-z0-9._:-]{0,6}", 5),
-        ) {
-            // `parts` joined by `*` is a pattern; the same parts joined by anything match it.
-            let pattern = parts.join("*");
-            let mut name = String::new();
-            for (i, part) in parts.iter().enumerate() {
-                if i > 0 {
-                    name.push_str(&fills[i - 1]);
-                }
-                name.push_str(part);
-            }
-            prop_assert!(TopicName(pattern).matches(&name));
         }
 
         #[test]

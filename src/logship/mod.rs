@@ -1,5 +1,10 @@
-//! `pipe::drain`: a [`tracing_subscriber::Layer`] that ships a Rust service's logs into a
+//! `pipe::logship`: a [`tracing_subscriber::Layer`] that ships a Rust service's logs into a
 //! pipe topic, one JSON object per line.
+//!
+//! This is the service's side. The broker's scoped drains ([`crate::broker::drains`]) read
+//! the feed topic these lines go to and route each line to the user it names: users read
+//! them with `logs` (pipe(1), COMMANDS), admins declare them in pipe(5), SCOPED DRAINS, which
+//! also says what the broker does with the `user` and `hidden` fields.
 //!
 //! A service adds [`DrainLayer`] to its subscriber; every event becomes a line published on a
 //! feed topic of the broker (by convention [`DEFAULT_TOPIC`], `log-drain`), through the local
@@ -10,12 +15,12 @@
 //! use tracing::info;
 //! use tracing_subscriber::prelude::*;
 //!
-//! let (layer, handle) = pipe::drain::Builder::new("billing")
+//! let (layer, handle) = pipe::logship::Builder::new("billing")
 //!     .socket("/run/pipe/piped.sock", "log-drain")   // or .ssh(["pipe@host"], "log-drain")
 //!     .build()?;
 //! tracing_subscriber::registry().with(layer).init();
 //!
-//! let _user = pipe::drain::user_span("alice").entered();
+//! let _user = pipe::logship::user_span("alice").entered();
 //! info!(invoice = 42, "invoice sent");                  // tagged "user":"alice"
 //! info!(user = "bob", "one event for bob");             // a field on one event works too
 //! info!(user = "bob", hidden = true, "bob's card expired: see ticket 7");
@@ -93,32 +98,44 @@
 //!   reaped at shutdown after [`SHUTDOWN_GRACE`].
 //! - [`Builder::sink`]: a closure called with each line (newline included) on the
 //!   background thread; it never disconnects.
+//!
+//! # Parts
+//!
+//! This file holds the public API: [`Builder`], [`DrainLayer`] (the `tracing` side, on the
+//! service's threads), [`DrainHandle`]. Below it, each depending only on those after it:
+//!
+//! - `worker`: the `pipe-drain` thread, the bounded queue's consumer, reconnect backoff,
+//!   drop reports, shutdown.
+//! - `transport`: the connections: the broker socket (connect and hello in one function),
+//!   a child's stdin, a closure.
+//! - `format`: the JSON line, rendered on the calling thread.
+
+mod format;
+mod transport;
+mod worker;
 
 use std::cell::Cell;
 use std::ffi::OsString;
-use std::fmt::{self, Write as _};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
-use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 use thiserror::Error;
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::proto::{self, HELLO_DEADLINE, Hello, PROTOCOL_VERSION, ToClient};
 use crate::request::Request;
+use format::SpanFields;
+use transport::{Endpoint, SinkFn};
+pub use worker::{BACKOFF_MAX, BACKOFF_MIN, REPORT_INTERVAL, SHUTDOWN_GRACE};
+use worker::{Msg, ON_DRAIN_THREAD, Shared};
 
 /// The feed topic the broker's log routing reads by convention.
 pub const DEFAULT_TOPIC: &str = "log-drain";
@@ -133,58 +150,17 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// dropped and counted.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// First reconnect delay: short enough that a broker restart loses little, long enough that
-/// a broker that is gone is not hammered.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
-
-/// Longest reconnect delay: after a broker comes back, logs flow again within this.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Shortest interval between two drop reports while connected: a flood that overflows the
-/// queue costs at most one extra line a second.
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long the thread spends at shutdown writing what is queued and letting the transport
-/// end cleanly (the broker delivers what it read; ssh sends what it has).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// How much longer than [`SHUTDOWN_GRACE`] the handle waits for the thread before leaving it
 /// behind: covers one blocked write tick and the kill of a child.
 pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
 
-/// How often an idle thread checks its connection: a broker that went away is noticed and
-/// reconnected to before the next line, and [`DrainStats::connected`] stays truthful.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// Send timeout on the data socket: a write into a stalled transport wakes this often to
-/// look at the connection and at a pending shutdown.
-const WRITE_TICK: Duration = Duration::from_millis(100);
-
-/// Most bytes gathered into one write: one broker chunk.
-const BATCH_BYTES: usize = 64 * 1024;
-
-/// Poll interval while waiting for a child to exit at shutdown.
-const CHILD_POLL: Duration = Duration::from_millis(10);
-
-/// Initial room for a line: most lines fit, so formatting rarely reallocates.
-const LINE_RESERVE: usize = 256;
-
 /// The hostname used when the system does not say.
 const UNKNOWN_HOST: &str = "unknown";
-
-/// Keys every line has; event and span fields of these names are left out so each key
-/// appears once.
-const FIXED_KEYS: [&str; 6] = ["time", "level", "target", "message", "service", "hostname"];
-
-thread_local! {
-    /// Set on the `pipe-drain` thread: its own events (a sink that logs) must not loop back.
-    static ON_DRAIN_THREAD: Cell<bool> = const { Cell::new(false) };
-}
 
 /// Tags everything logged inside it with `"user":USER`, the field the broker routes by.
 ///
 /// ```text
-/// let _user = pipe::drain::user_span("alice").entered();
+/// let _user = pipe::logship::user_span("alice").entered();
 /// info!(job = "build", "job started");   // … "user":"alice" …
 /// ```
 pub fn user_span(user: &str) -> tracing::Span {
@@ -227,9 +203,6 @@ pub struct DrainStats {
     /// topic, grant or ssh setup shows.
     pub last_error: Option<String>,
 }
-
-/// A [`Builder::sink`] closure.
-type SinkFn = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Where the lines go.
 enum Transport {
@@ -343,8 +316,8 @@ impl Builder {
         if min.is_zero() || min > max {
             return Err(DrainError::Backoff { min, max });
         }
-        let target = match transport {
-            Transport::Socket { path, topic } => Target::Socket {
+        let endpoint = match transport {
+            Transport::Socket { path, topic } => Endpoint::Socket {
                 path,
                 request: pub_request(&topic)?,
             },
@@ -354,46 +327,24 @@ impl Builder {
                 all.extend(args);
                 all.push("--".into());
                 all.push(request.into());
-                Target::Command {
+                Endpoint::Command {
                     program: "ssh".into(),
                     args: all,
                 }
             }
-            Transport::Command { program, args } => Target::Command { program, args },
-            Transport::Sink(f) => Target::Sink(Some(f)),
+            Transport::Command { program, args } => Endpoint::Command { program, args },
+            Transport::Sink(f) => Endpoint::Sink(Some(f)),
         };
         let hostname = self.hostname.unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| UNKNOWN_HOST.to_string())
         });
-        let mut tail = String::with_capacity(64);
-        tail.push_str(",\"service\":");
-        push_json_str(&mut tail, &self.service);
-        tail.push_str(",\"hostname\":");
-        push_json_str(&mut tail, &hostname);
-        tail.push_str("}\n");
-        let tail: Arc<str> = Arc::from(tail);
+        let tail: Arc<str> = Arc::from(format::line_tail(&self.service, &hostname));
 
         let (tx, rx) = mpsc::sync_channel(self.capacity);
         let shared = Arc::new(Shared::default());
-        let worker = Worker {
-            shared: shared.clone(),
-            rx,
-            target,
-            backoff: Backoff::new(min, max),
-            tail: tail.clone(),
-            conn: None,
-            pending: Vec::new(),
-            buf: Vec::new(),
-            reported: 0,
-            last_report: Instant::now(),
-            ever_connected: false,
-            connected_at: Instant::now(),
-        };
-        let thread = thread::Builder::new()
-            .name("pipe-drain".into())
-            .spawn(move || worker.run())
+        let thread = worker::spawn(shared.clone(), rx, endpoint, (min, max), tail.clone())
             .map_err(DrainError::Thread)?;
         let layer = DrainLayer {
             tx: tx.clone(),
@@ -428,85 +379,6 @@ fn pub_request(topic: &str) -> Result<String, DrainError> {
     }
 }
 
-/// Counters and signals shared by the layer, the handle and the thread.
-#[derive(Default)]
-struct Shared {
-    /// Lines put into the queue.
-    accepted: AtomicU64,
-    sent: AtomicU64,
-    dropped: AtomicU64,
-    /// Accepted lines lost at shutdown (also counted in `dropped`).
-    discarded: AtomicU64,
-    reconnects: AtomicU64,
-    connected: AtomicBool,
-    /// The thread no longer takes lines.
-    closed: AtomicBool,
-    /// The thread has ended (set even if it panicked).
-    done: AtomicBool,
-    /// When the thread must have finished its shutdown.
-    stop_by: OnceLock<Instant>,
-    last_error: Mutex<Option<String>>,
-    lock: Mutex<()>,
-    /// Progress, shutdown and end of the thread.
-    changed: Condvar,
-}
-
-impl Shared {
-    fn queued(&self) -> u64 {
-        let done = self.sent.load(Ordering::Acquire) + self.discarded.load(Ordering::Acquire);
-        self.accepted.load(Ordering::Acquire).saturating_sub(done)
-    }
-
-    fn drop_lines(&self, n: u64) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop_by.get().is_some()
-    }
-
-    fn guard(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Wakes every waiter. Taking the lock first means a waiter is either before its check
-    /// (and will see the new state) or already waiting (and is woken).
-    fn notify(&self) {
-        drop(self.guard());
-        self.changed.notify_all();
-    }
-
-    /// Sleeps up to `d`, or until a shutdown is asked for.
-    fn pause(&self, d: Duration) {
-        let g = self.guard();
-        let _ = self
-            .changed
-            .wait_timeout_while(g, d, |_| !self.stopping())
-            .map_err(PoisonError::into_inner);
-    }
-
-    fn stats(&self) -> DrainStats {
-        DrainStats {
-            sent: self.sent.load(Ordering::Acquire),
-            dropped: self.dropped.load(Ordering::Acquire),
-            queued: self.queued(),
-            reconnects: self.reconnects.load(Ordering::Acquire),
-            connected: self.connected.load(Ordering::Acquire),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        }
-    }
-}
-
-enum Msg {
-    Line(String),
-    /// Wakes an idle thread for shutdown.
-    Wake,
-}
-
 /// The layer: formats events into lines and queues them. Cheap to keep in any subscriber.
 pub struct DrainLayer {
     tx: SyncSender<Msg>,
@@ -529,57 +401,6 @@ impl DrainLayer {
             self.shared.accepted.fetch_sub(1, Ordering::AcqRel);
             self.shared.drop_lines(1);
         }
-    }
-
-    fn render<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, now: SystemTime) -> String
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let meta = event.metadata();
-        let mut line = String::with_capacity(LINE_RESERVE);
-        line.push_str("{\"time\":\"");
-        crate::timefmt::push_rfc3339(
-            &mut line,
-            now.duration_since(UNIX_EPOCH).unwrap_or_default(),
-        );
-        line.push_str("\",\"level\":\"");
-        line.push_str(meta.level().as_str());
-        line.push_str("\",\"target\":");
-        push_json_str(&mut line, meta.target());
-        line.push_str(",\"message\":");
-
-        // Two passes over the event's fields, both straight into the line: the message
-        // first, where readers look for it, then the others.
-        let mut seen = Seen::default();
-        let mut visitor = EventVisitor {
-            line: &mut line,
-            seen: &mut seen,
-            message_pass: true,
-            wrote_message: false,
-        };
-        event.record(&mut visitor);
-        if !visitor.wrote_message {
-            visitor.line.push_str("\"\"");
-        }
-        visitor.message_pass = false;
-        event.record(&mut visitor);
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                let ext = span.extensions();
-                let Some(SpanFields(span_fields)) = ext.get::<SpanFields>() else {
-                    continue;
-                };
-                for (name, value) in span_fields {
-                    if !seen.contains(name) {
-                        seen.insert(name);
-                        push_key(&mut line, name);
-                        line.push_str(value);
-                    }
-                }
-            }
-        }
-        line.push_str(&self.tail);
-        line
     }
 }
 
@@ -617,714 +438,9 @@ where
             self.shared.drop_lines(1);
             return;
         }
-        let line = self.render(event, &ctx, SystemTime::now());
+        let line = format::render(event, &ctx, SystemTime::now(), &self.tail);
         self.offer(line);
     }
-}
-
-/// A span's fields, rendered when recorded: `(name, JSON value)`.
-struct SpanFields(Vec<(&'static str, String)>);
-
-impl SpanFields {
-    fn slot(&mut self, field: &Field) -> Option<&mut String> {
-        let name = field.name();
-        if FIXED_KEYS.contains(&name) {
-            return None;
-        }
-        let at = match self.0.iter().position(|(n, _)| *n == name) {
-            Some(at) => at,
-            None => {
-                self.0.push((name, String::new()));
-                self.0.len() - 1
-            }
-        };
-        let value = &mut self.0.get_mut(at)?.1;
-        value.clear();
-        Some(value)
-    }
-
-    /// Takes newly recorded values over, in place for names already there.
-    fn merge(&mut self, update: SpanFields) {
-        for (name, value) in update.0 {
-            match self.0.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, old)) => *old = value,
-                None => self.0.push((name, value)),
-            }
-        }
-    }
-}
-
-/// Writes an event's message (first pass) or its other fields as `,"name":value` (second
-/// pass) into the line.
-struct EventVisitor<'a> {
-    line: &'a mut String,
-    seen: &'a mut Seen,
-    message_pass: bool,
-    wrote_message: bool,
-}
-
-impl EventVisitor<'_> {
-    fn slot(&mut self, field: &Field) -> Option<&mut String> {
-        let name = field.name();
-        if name == "message" {
-            if !self.message_pass || self.wrote_message {
-                return None;
-            }
-            self.wrote_message = true;
-            return Some(&mut *self.line);
-        }
-        if self.message_pass || FIXED_KEYS.contains(&name) || self.seen.contains(name) {
-            return None;
-        }
-        self.seen.insert(name);
-        push_key(self.line, name);
-        Some(&mut *self.line)
-    }
-}
-
-/// Names an event line holds up to before `Seen` allocates: more than any usual event and
-/// its spans carry.
-const SEEN_INLINE: usize = 32;
-
-/// The field names already in a line, so each appears once; no allocation for the usual
-/// handful (this is on the service's logging path).
-struct Seen {
-    inline: [&'static str; SEEN_INLINE],
-    len: usize,
-    spill: Vec<&'static str>,
-}
-
-impl Default for Seen {
-    fn default() -> Seen {
-        Seen {
-            inline: [""; SEEN_INLINE],
-            len: 0,
-            spill: Vec::new(),
-        }
-    }
-}
-
-impl Seen {
-    fn contains(&self, name: &str) -> bool {
-        self.inline.get(..self.len).unwrap_or(&[]).contains(&name) || self.spill.contains(&name)
-    }
-
-    fn insert(&mut self, name: &'static str) {
-        match self.inline.get_mut(self.len) {
-            Some(slot) => {
-                *slot = name;
-                self.len += 1;
-            }
-            None => self.spill.push(name),
-        }
-    }
-}
-
-/// One `Visit` for both: each kind of value rendered once, into the slot the visitor picks.
-macro_rules! visit_into_slot {
-    ($ty:ty) => {
-        impl Visit for $ty {
-            fn record_str(&mut self, field: &Field, value: &str) {
-                if let Some(out) = self.slot(field) {
-                    push_json_str(out, value);
-                }
-            }
-            fn record_bool(&mut self, field: &Field, value: bool) {
-                if let Some(out) = self.slot(field) {
-                    out.push_str(if value { "true" } else { "false" });
-                }
-            }
-            fn record_i64(&mut self, field: &Field, value: i64) {
-                if let Some(out) = self.slot(field) {
-                    let _ = write!(out, "{value}");
-                }
-            }
-            fn record_u64(&mut self, field: &Field, value: u64) {
-                if let Some(out) = self.slot(field) {
-                    let _ = write!(out, "{value}");
-                }
-            }
-            fn record_i128(&mut self, field: &Field, value: i128) {
-                if let Some(out) = self.slot(field) {
-                    let _ = write!(out, "{value}");
-                }
-            }
-            fn record_u128(&mut self, field: &Field, value: u128) {
-                if let Some(out) = self.slot(field) {
-                    let _ = write!(out, "{value}");
-                }
-            }
-            fn record_f64(&mut self, field: &Field, value: f64) {
-                if let Some(out) = self.slot(field) {
-                    push_f64(out, value);
-                }
-            }
-            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-                if let Some(out) = self.slot(field) {
-                    out.push('"');
-                    let _ = write!(JsonEscape(out), "{value:?}");
-                    out.push('"');
-                }
-            }
-        }
-    };
-}
-
-visit_into_slot!(EventVisitor<'_>);
-visit_into_slot!(SpanFields);
-
-fn push_key(out: &mut String, name: &str) {
-    out.push(',');
-    push_json_str(out, name);
-    out.push(':');
-}
-
-fn push_f64(out: &mut String, value: f64) {
-    if value.is_finite() {
-        // Rust prints floats without exponent and `1.0` as `1`: both valid JSON numbers.
-        let _ = write!(out, "{value}");
-    } else {
-        let _ = write!(out, "\"{value}\"");
-    }
-}
-
-/// Appends `s` as a JSON string, quotes included.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    escape_into(out, s);
-    out.push('"');
-}
-
-/// Appends `s` escaped for the inside of a JSON string.
-fn escape_into(out: &mut String, s: &str) {
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        // `i` is at an ASCII byte, so both slices end on character boundaries.
-        out.push_str(s.get(start..i).unwrap_or_default());
-        if short.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(short);
-        }
-        start = i + 1;
-    }
-    out.push_str(s.get(start..).unwrap_or_default());
-}
-
-/// Escapes whatever is formatted into it (a `Debug` value) without a temporary string.
-struct JsonEscape<'a>(&'a mut String);
-
-impl fmt::Write for JsonEscape<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s);
-        Ok(())
-    }
-}
-
-/// Reconnect delays: doubling from `min`, capped at `max`.
-#[derive(Debug, Clone)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = d.saturating_mul(2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// How the thread connects.
-enum Target {
-    Socket {
-        path: PathBuf,
-        request: String,
-    },
-    Command {
-        program: OsString,
-        args: Vec<OsString>,
-    },
-    /// Taken into the connection once; a sink never disconnects.
-    Sink(Option<SinkFn>),
-}
-
-impl Target {
-    fn connect(&mut self) -> io::Result<Conn> {
-        match self {
-            Target::Socket { path, request } => {
-                let control = UnixStream::connect(path)?;
-                control.set_write_timeout(Some(HELLO_DEADLINE))?;
-                let (ours, theirs) = data_pair()?;
-                let hello = Hello {
-                    version: PROTOCOL_VERSION,
-                    request: request.clone(),
-                    user: None,
-                    key: None,
-                };
-                // One end as both stdin (the broker reads the lines) and stdout (it watches
-                // it to notice us leaving); our copy closes when `theirs` drops.
-                let fd = theirs.as_raw_fd();
-                proto::send_hello(&control, &hello, &[fd, fd]).map_err(io::Error::other)?;
-                drop(theirs);
-                Ok(Conn::Broker {
-                    control,
-                    data: ours,
-                    frames: Vec::new(),
-                    ended: None,
-                })
-            }
-            Target::Command { program, args } => {
-                let (ours, theirs) = data_pair()?;
-                let child = Command::new(&*program)
-                    .args(&*args)
-                    .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()?;
-                Ok(Conn::Child {
-                    child,
-                    data: ours,
-                    ended: None,
-                })
-            }
-            Target::Sink(f) => f
-                .take()
-                .map(Conn::Sink)
-                .ok_or_else(|| io::Error::other("sink already taken")),
-        }
-    }
-}
-
-/// A socket pair (close-on-exec, so no other child of the service inherits it): our end,
-/// with [`WRITE_TICK`] as its send timeout, and the end handed over.
-fn data_pair() -> io::Result<(UnixStream, UnixStream)> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    let ours = UnixStream::from(ours);
-    ours.set_write_timeout(Some(WRITE_TICK))?;
-    Ok((ours, UnixStream::from(theirs)))
-}
-
-/// A live connection.
-enum Conn {
-    Broker {
-        control: UnixStream,
-        data: UnixStream,
-        /// Partial frames read from the control connection.
-        frames: Vec<u8>,
-        /// The broker's reason, once it ended the session with one.
-        ended: Option<String>,
-    },
-    Child {
-        child: Child,
-        data: UnixStream,
-        /// The child's exit status, once it exited.
-        ended: Option<String>,
-    },
-    Sink(SinkFn),
-}
-
-impl Conn {
-    /// Whether the session goes on; reads (never waits for) what the broker said.
-    fn alive(&mut self) -> bool {
-        match self {
-            Conn::Broker {
-                control,
-                frames,
-                ended,
-                ..
-            } => {
-                let mut chunk = [0u8; 512];
-                match recv(control.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
-                    Err(Errno::EAGAIN | Errno::EINTR) => true,
-                    Err(_) | Ok(0) => false,
-                    Ok(n) => {
-                        frames.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                        loop {
-                            match proto::decode::<ToClient>(frames) {
-                                Ok(None) => return true,
-                                Ok(Some((ToClient::Exit { code, message }, _))) => {
-                                    if code != crate::exit::Exit::Ok {
-                                        let why = message.unwrap_or_default();
-                                        *ended = Some(format!("exit {}: {why}", code.code()));
-                                    }
-                                    return false;
-                                }
-                                Err(_) => return false,
-                                Ok(Some((_, used))) => {
-                                    frames.drain(..used.min(frames.len()));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Conn::Child { child, ended, .. } => match child.try_wait() {
-                Ok(None) => true,
-                Ok(Some(status)) => {
-                    *ended = Some(format!("command {status}"));
-                    false
-                }
-                Err(_) => false,
-            },
-            Conn::Sink(_) => true,
-        }
-    }
-
-    /// Writes `lines` in order; gives up when the connection dies or at `give_up_at`.
-    fn write(
-        &mut self,
-        lines: &[String],
-        buf: &mut Vec<u8>,
-        give_up_at: impl Fn() -> bool,
-    ) -> io::Result<()> {
-        let data = match self {
-            Conn::Sink(f) => {
-                for line in lines {
-                    f(line.as_bytes());
-                }
-                return Ok(());
-            }
-            Conn::Broker { data, .. } | Conn::Child { data, .. } => data.as_raw_fd(),
-        };
-        buf.clear();
-        for line in lines {
-            buf.extend_from_slice(line.as_bytes());
-        }
-        let mut rest: &[u8] = buf;
-        while !rest.is_empty() {
-            // MSG_NOSIGNAL: a dead reader is EPIPE here, never a SIGPIPE for the service.
-            match send(data, rest, MsgFlags::MSG_NOSIGNAL) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
-                Err(Errno::EINTR) => {}
-                // The send timeout: the transport is not reading. Keep waiting (the queue
-                // absorbs, then drops) unless it died or the shutdown deadline passed.
-                Err(Errno::EAGAIN) => {
-                    if give_up_at() || !self.alive() {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the connection, letting the other side finish until `deadline`: the broker
-    /// delivers what it read before its final `Exit`; a child gets end of input, then is
-    /// killed and reaped.
-    fn close(self, deadline: Instant) {
-        match self {
-            Conn::Broker {
-                mut control,
-                data,
-                mut frames,
-                ..
-            } => {
-                drop(data);
-                loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || control.set_read_timeout(Some(left)).is_err() {
-                        break;
-                    }
-                    match proto::read_frame(&mut control, &mut frames) {
-                        Ok(ToClient::Exit { .. }) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-            }
-            Conn::Child {
-                mut child, data, ..
-            } => {
-                drop(data);
-                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                    thread::sleep(CHILD_POLL);
-                }
-                if matches!(child.try_wait(), Ok(None)) {
-                    let _ = child.kill();
-                }
-                let _ = child.wait();
-            }
-            Conn::Sink(_) => {}
-        }
-    }
-}
-
-/// Marks the thread done however it ends, so the handle never waits for a dead thread.
-struct DoneGuard(Arc<Shared>);
-
-impl Drop for DoneGuard {
-    fn drop(&mut self) {
-        self.0.connected.store(false, Ordering::Release);
-        self.0.closed.store(true, Ordering::Release);
-        self.0.done.store(true, Ordering::Release);
-        self.0.notify();
-    }
-}
-
-/// The `pipe-drain` thread.
-struct Worker {
-    shared: Arc<Shared>,
-    rx: Receiver<Msg>,
-    target: Target,
-    backoff: Backoff,
-    tail: Arc<str>,
-    conn: Option<Conn>,
-    /// Lines taken from the queue and not yet written, oldest first.
-    pending: Vec<String>,
-    /// Reused write buffer.
-    buf: Vec<u8>,
-    /// `dropped` as of the last report.
-    reported: u64,
-    last_report: Instant,
-    ever_connected: bool,
-    connected_at: Instant,
-}
-
-impl Worker {
-    fn run(mut self) {
-        ON_DRAIN_THREAD.with(|c| c.set(true));
-        let _done = DoneGuard(self.shared.clone());
-        loop {
-            if self.shared.stopping() {
-                break;
-            }
-            if self.conn.is_none() {
-                self.connect();
-                continue;
-            }
-            if self.pending.is_empty() {
-                match self.rx.recv_timeout(IDLE_CHECK) {
-                    Ok(Msg::Line(line)) => self.pending.push(line),
-                    Ok(Msg::Wake) => continue,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if !self.conn.as_mut().is_some_and(Conn::alive) {
-                            self.disconnect();
-                        }
-                        continue;
-                    }
-                    // Layer and handle are gone: nobody can log or wait any more.
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-                self.gather();
-            }
-            self.write_pending();
-        }
-        self.finish();
-    }
-
-    /// Adds queued lines to `pending`, up to one batch.
-    fn gather(&mut self) {
-        let mut bytes: usize = self.pending.iter().map(String::len).sum();
-        while bytes < BATCH_BYTES {
-            match self.rx.try_recv() {
-                Ok(Msg::Line(line)) => {
-                    bytes += line.len();
-                    self.pending.push(line);
-                }
-                Ok(Msg::Wake) => {}
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-    }
-
-    /// Writes a due drop report and then `pending`; on failure the lines stay pending for
-    /// the next connection. False if the connection broke.
-    fn write_pending(&mut self) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
-            return false;
-        };
-        if !conn.alive() {
-            self.disconnect();
-            return false;
-        }
-        let since_connect = self.last_report <= self.connected_at;
-        if !self.report(since_connect || self.last_report.elapsed() >= REPORT_INTERVAL) {
-            return false;
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return false;
-        };
-        let shared = &self.shared;
-        let give_up = || shared.stop_by.get().is_some_and(|t| Instant::now() >= *t);
-        match conn.write(&self.pending, &mut self.buf, give_up) {
-            Ok(()) => {
-                let n = self.pending.len() as u64;
-                self.pending.clear();
-                self.shared.sent.fetch_add(n, Ordering::AcqRel);
-                self.shared.notify();
-                true
-            }
-            Err(_) => {
-                self.disconnect();
-                false
-            }
-        }
-    }
-
-    /// Writes the report line if `due` and lines were dropped since the last one. False if
-    /// the connection broke.
-    fn report(&mut self, due: bool) -> bool {
-        let dropped = self.shared.dropped.load(Ordering::Acquire);
-        let n = dropped.saturating_sub(self.reported);
-        if !due || n == 0 {
-            return true;
-        }
-        let line = report_line(n, SystemTime::now(), &self.tail);
-        let Some(conn) = self.conn.as_mut() else {
-            return false;
-        };
-        let shared = &self.shared;
-        let give_up = || shared.stop_by.get().is_some_and(|t| Instant::now() >= *t);
-        match conn.write(&[line], &mut self.buf, give_up) {
-            Ok(()) => {
-                self.reported = dropped;
-                self.last_report = Instant::now();
-                true
-            }
-            Err(_) => {
-                self.disconnect();
-                false
-            }
-        }
-    }
-
-    /// One attempt; on failure waits out the next backoff delay (cut short by a shutdown).
-    fn connect(&mut self) {
-        match self.target.connect() {
-            Ok(conn) => {
-                if self.ever_connected {
-                    self.shared.reconnects.fetch_add(1, Ordering::AcqRel);
-                }
-                self.ever_connected = true;
-                self.conn = Some(conn);
-                self.connected_at = Instant::now();
-                self.shared.connected.store(true, Ordering::Release);
-            }
-            Err(_) => {
-                let d = self.backoff.next_delay();
-                self.shared.pause(d);
-            }
-        }
-    }
-
-    /// Drops a broken connection and waits before the next attempt; a connection that
-    /// lasted the backoff cap was healthy, so the delays start over.
-    fn disconnect(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        self.shared.connected.store(false, Ordering::Release);
-        if let Conn::Broker { ended, .. } | Conn::Child { ended, .. } = &mut conn {
-            if let Some(why) = ended.take() {
-                *self
-                    .shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
-            }
-        }
-        conn.close(Instant::now());
-        if self.connected_at.elapsed() >= self.backoff.max {
-            self.backoff.reset();
-        }
-        let d = self.backoff.next_delay();
-        self.shared.pause(d);
-    }
-
-    /// Shutdown: write what is queued while connected and in time, report, close cleanly;
-    /// whatever is left is counted as dropped.
-    fn finish(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        let deadline = self
-            .shared
-            .stop_by
-            .get()
-            .copied()
-            .unwrap_or_else(|| Instant::now() + SHUTDOWN_GRACE);
-        while self.conn.is_some() && Instant::now() < deadline {
-            if self.pending.is_empty() {
-                self.gather();
-                if self.pending.is_empty() {
-                    break;
-                }
-            }
-            if !self.write_pending() {
-                break;
-            }
-        }
-        let mut lost = self.pending.len() as u64;
-        self.pending.clear();
-        lost += self
-            .rx
-            .try_iter()
-            .filter(|m| matches!(m, Msg::Line(_)))
-            .count() as u64;
-        if lost > 0 {
-            self.shared.drop_lines(lost);
-            self.shared.discarded.fetch_add(lost, Ordering::AcqRel);
-        }
-        if self.conn.is_some() && Instant::now() < deadline {
-            self.report(true);
-        }
-        if let Some(conn) = self.conn.take() {
-            conn.close(deadline);
-        }
-        self.shared.connected.store(false, Ordering::Release);
-        self.shared.notify();
-    }
-}
-
-/// The thread's own line about lost lines; hidden from users.
-fn report_line(dropped: u64, now: SystemTime, tail: &str) -> String {
-    let mut line = String::with_capacity(LINE_RESERVE);
-    line.push_str("{\"time\":\"");
-    crate::timefmt::push_rfc3339(
-        &mut line,
-        now.duration_since(UNIX_EPOCH).unwrap_or_default(),
-    );
-    let _ = write!(
-        line,
-        "\",\"level\":\"WARN\",\"target\":\"pipe::drain\",\
-         \"message\":\"pipe drain: dropped {dropped} log lines\",\
-         \"dropped\":{dropped},\"hidden\":true"
-    );
-    line.push_str(tail);
-    line
 }
 
 /// The service's side of a drain: counters, flush, shutdown. Dropping it stops the drain, so
@@ -1338,7 +454,19 @@ pub struct DrainHandle {
 
 impl DrainHandle {
     pub fn stats(&self) -> DrainStats {
-        self.shared.stats()
+        let s = &self.shared;
+        DrainStats {
+            sent: s.sent.load(Ordering::Acquire),
+            dropped: s.dropped.load(Ordering::Acquire),
+            queued: s.queued(),
+            reconnects: s.reconnects.load(Ordering::Acquire),
+            connected: s.connected.load(Ordering::Acquire),
+            last_error: s
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     /// Waits until every line queued before the call is written, at most `timeout`. True if
@@ -1401,6 +529,9 @@ impl Drop for DrainHandle {
 mod tests {
     use super::*;
     use serde_json::Value;
+    use std::fmt;
+    use std::sync::mpsc::Receiver;
+    use std::thread;
     use tracing::{debug_span, info, info_span, warn};
     use tracing_subscriber::prelude::*;
 
@@ -1602,15 +733,6 @@ mod tests {
     }
 
     #[test]
-    fn drain_backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
-        let ms: Vec<u128> = (0..9).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next_delay(), BACKOFF_MIN);
-    }
-
-    #[test]
     fn drain_full_queue_drops_and_counts_then_reports() {
         // The sink blocks on the first line until released: no transport progress.
         let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -1758,8 +880,12 @@ mod tests {
 
     /// Cost of one log call, broker gone (queue full) and broker up (a sink that keeps up).
     /// `cargo test --release --lib drain_bench -- --ignored --nocapture`
+    ///
+    /// Ignored in the suite: it is a measurement, not a check (it prints and asserts
+    /// nothing), its numbers mean something only in a release build on an idle machine, and
+    /// its 10 million log calls take minutes in a debug build (about 3 here).
     #[test]
-    #[ignore]
+    #[ignore = "a benchmark: prints timings, asserts nothing; run in release (see above)"]
     fn drain_bench_log_call() {
         const CALLS: u32 = 1_000_000;
         let measure = |builder: Builder| {
