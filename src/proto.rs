@@ -24,9 +24,6 @@ use crate::exit::Exit;
 
 pub mod client;
 
-// The tracing layer calls these directly until it moves to `client::Client`.
-pub use client::{read_frame, send_hello};
-
 /// Largest control frame (pipe(5), CAPS: fixed by the protocol). A hello is a rendered
 /// request (at most 1 KiB) plus a user name and a key fingerprint; 4 KiB leaves room without
 /// letting a peer make the broker allocate much before it is authenticated.

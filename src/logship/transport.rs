@@ -12,9 +12,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 
-use crate::proto::{self, HELLO_DEADLINE, Hello, PROTOCOL_VERSION, ToClient};
+use crate::proto::client::Client;
+use crate::proto::{HELLO_DEADLINE, Hello, PROTOCOL_VERSION, ToClient};
 
 /// Send timeout on the data socket: a write into a stalled transport wakes this often to
 /// look at the connection and at a pending shutdown.
@@ -69,10 +70,9 @@ impl Endpoint {
 
 /// Connects to the broker socket at `path` and says hello with `request`, passing one end of
 /// a fresh socket pair as both stdin and stdout; the session's lines go into the other end.
-/// The whole client side of the broker protocol that the layer speaks is here (and in
-/// [`Conn::alive`] and [`Conn::close`], which read the status frames).
+/// The protocol itself is the one broker client's ([`Client`]), which pipe-shell uses too.
 fn connect_broker(path: &Path, request: &str) -> io::Result<Conn> {
-    let control = UnixStream::connect(path)?;
+    let control = Client::connect(path)?;
     control.set_write_timeout(Some(HELLO_DEADLINE))?;
     let (ours, theirs) = data_pair()?;
     let hello = Hello {
@@ -84,12 +84,11 @@ fn connect_broker(path: &Path, request: &str) -> io::Result<Conn> {
     // One end as both stdin (the broker reads the lines) and stdout (it watches
     // it to notice us leaving); our copy closes when `theirs` drops.
     let fd = theirs.as_raw_fd();
-    proto::send_hello(&control, &hello, &[fd, fd]).map_err(io::Error::other)?;
+    control.hello(&hello, &[fd, fd]).map_err(io::Error::other)?;
     drop(theirs);
     Ok(Conn::Broker {
         control,
         data: ours,
-        frames: Vec::new(),
         ended: None,
     })
 }
@@ -111,10 +110,8 @@ fn data_pair() -> io::Result<(UnixStream, UnixStream)> {
 /// A live connection.
 pub(super) enum Conn {
     Broker {
-        control: UnixStream,
+        control: Client,
         data: UnixStream,
-        /// Partial frames read from the control connection.
-        frames: Vec<u8>,
         /// The broker's reason, once it ended the session with one.
         ended: Option<String>,
     },
@@ -131,37 +128,20 @@ impl Conn {
     /// Whether the session goes on; reads (never waits for) what the broker said.
     pub(super) fn alive(&mut self) -> bool {
         match self {
-            Conn::Broker {
-                control,
-                frames,
-                ended,
-                ..
-            } => {
-                let mut chunk = [0u8; 512];
-                match recv(control.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
-                    Err(Errno::EAGAIN | Errno::EINTR) => true,
-                    Err(_) | Ok(0) => false,
-                    Ok(n) => {
-                        frames.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                        loop {
-                            match proto::decode::<ToClient>(frames) {
-                                Ok(None) => return true,
-                                Ok(Some((ToClient::Exit { code, message }, _))) => {
-                                    if code != crate::exit::Exit::Ok {
-                                        let why = message.unwrap_or_default();
-                                        *ended = Some(format!("exit {}: {why}", code.code()));
-                                    }
-                                    return false;
-                                }
-                                Err(_) => return false,
-                                Ok(Some((_, used))) => {
-                                    frames.drain(..used.min(frames.len()));
-                                }
-                            }
+            Conn::Broker { control, ended, .. } => loop {
+                match control.try_recv() {
+                    Ok(None) => return true,
+                    Ok(Some(ToClient::Exit { code, message })) => {
+                        if code != crate::exit::Exit::Ok {
+                            let why = message.unwrap_or_default();
+                            *ended = Some(format!("exit {}: {why}", code.code()));
                         }
+                        return false;
                     }
+                    Ok(Some(_)) => {}
+                    Err(_) => return false,
                 }
-            }
+            },
             Conn::Child { child, ended, .. } => match child.try_wait() {
                 Ok(None) => true,
                 Ok(Some(status)) => {
@@ -220,10 +200,7 @@ impl Conn {
     pub(super) fn close(self, deadline: Instant) {
         match self {
             Conn::Broker {
-                mut control,
-                data,
-                mut frames,
-                ..
+                mut control, data, ..
             } => {
                 drop(data);
                 loop {
@@ -231,7 +208,7 @@ impl Conn {
                     if left.is_zero() || control.set_read_timeout(Some(left)).is_err() {
                         break;
                     }
-                    match proto::read_frame(&mut control, &mut frames) {
+                    match control.recv() {
                         Ok(ToClient::Exit { .. }) | Err(_) => break,
                         Ok(_) => {}
                     }

@@ -92,7 +92,7 @@ impl Client {
 }
 
 /// Sends the hello with `fds` attached to its first byte.
-pub fn send_hello(sock: &UnixStream, hello: &Hello, fds: &[RawFd]) -> Result<(), ProtoError> {
+fn send_hello(sock: &UnixStream, hello: &Hello, fds: &[RawFd]) -> Result<(), ProtoError> {
     let frame = encode(hello)?;
     let rights = [ControlMessage::ScmRights(fds)];
     let mut sent = sendmsg::<()>(
@@ -118,7 +118,7 @@ pub fn send_hello(sock: &UnixStream, hello: &Hello, fds: &[RawFd]) -> Result<(),
 
 /// Blocks until one complete frame has arrived (bounded by the socket's read timeout);
 /// `buf` keeps the bytes of frames not yet complete between calls.
-pub fn read_frame(sock: &mut UnixStream, buf: &mut Vec<u8>) -> Result<ToClient, ProtoError> {
+fn read_frame(sock: &mut UnixStream, buf: &mut Vec<u8>) -> Result<ToClient, ProtoError> {
     loop {
         if let Some((msg, used)) = decode(buf)? {
             buf.drain(..used);
