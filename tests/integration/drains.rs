@@ -6,15 +6,13 @@
 //! publishing into the feed runs on the broker's host as the Unix user `pipetest`, so the
 //! feed is `pipetest/log-drain`; root on the host is an admin.
 
-mod common;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::team::{Mode, Team};
-use common::*;
+use crate::harness::team::{Mode, Team};
+use crate::harness::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

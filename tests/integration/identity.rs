@@ -7,12 +7,10 @@
 //! makes one test per mode of each (`unix_users::…`, `service_account::…`,
 //! `force_command::…`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::team::*;
-use common::*;
+use crate::harness::team::*;
+use crate::harness::*;
 
 /// What a denied or missing topic prints, whichever it is (no probing).
 const NO_SUCH_TOPIC: &str = "pipe: no such topic or access denied\n";

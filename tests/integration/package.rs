@@ -11,8 +11,6 @@
 //! files behind, never touches the system's sshd (its own listens on a free loopback port),
 //! and purges the package and removes the account it created when it ends, also on failure.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -23,7 +21,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Guarded, SSHD, Sshd, keygen};
+use crate::harness::{Guarded, SSHD, Sshd, keygen};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

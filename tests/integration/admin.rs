@@ -1,8 +1,6 @@
 //! `pipe-admin` end to end: the real binary against a key directory and an authorized_keys
 //! file in a temporary directory, with keys made by `ssh-keygen`.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use ssh_key::{HashAlg, PublicKey};
 
-use common::{fingerprint, fingerprints, keygen, pipe_admin};
+use crate::harness::{fingerprint, fingerprints, keygen, pipe_admin};
 
 const BEGIN: &str = "# BEGIN pipe-admin managed block: edits inside are overwritten\n";
 const END: &str = "# END pipe-admin managed block\n";

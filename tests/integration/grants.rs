@@ -2,16 +2,14 @@
 //! and the verbs that manage them, `-a`, wildcard subscriptions across namespaces, and what
 //! `ls` shows to an owner and to a grantee.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use common::team::*;
-use common::*;
+use crate::harness::team::*;
+use crate::harness::*;
 
 const NO_SUCH_TOPIC: &str = "pipe: no such topic or access denied\n";
 

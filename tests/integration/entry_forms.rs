@@ -3,13 +3,11 @@
 //! argv (by hand), and a login shell whose `-c` string is the admin's forced command.
 //! The tests run as root, so the identity is `root`.
 
-mod common;
-
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 #[track_caller]

@@ -59,12 +59,12 @@ pub fn pipe_admin(keys_dir: &Path, authorized_keys: &Path, forced_command: &str)
     c
 }
 
-/// The example binary. `cargo test` builds examples, `cargo test --test drain_layer` does
+/// The example binary. `cargo test` builds examples, `cargo test --test integration` does
 /// not: build it with the cargo running this test (nothing to do when it is up to date).
 pub fn log_service_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // target/<profile>/deps/drain_layer-… → target/<profile>/examples/log-service
+        // target/<profile>/deps/integration-… → target/<profile>/examples/log-service
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe
             .parent()

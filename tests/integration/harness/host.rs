@@ -1,6 +1,6 @@
-//! [`Harness`]: one test's private world. A temp dir with fresh host and client keys, a
-//! private `sshd` on a free 127.0.0.1 port whose default key runs `pipe-shell` as the
-//! forced command, and a private `piped`.
+//! [`Harness`]: one pipe host, private to one test. A temp dir with fresh host and client
+//! keys, a private `sshd` on a free 127.0.0.1 port whose default key runs `pipe-shell` as
+//! the forced command, and a private `piped`.
 //!
 //! Each login account reads its keys from `<tmp>/authorized_keys/<account>`
 //! ([`Harness::authorized_keys`]); tests add keys ([`Harness::new_key`],
@@ -12,7 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The one test harness: the real `piped`, `pipe-shell` and `pipe-admin` binaries behind a
 //! real OpenSSH `sshd` on loopback, driven by the real `ssh` client, with throwaway keys and
-//! accounts. Every test file uses it; nothing in tests/ runs `ssh-keygen`, finds a free
-//! port or starts an sshd or a broker except through it.
+//! accounts. Nothing in tests/ runs `ssh-keygen`, makes an account, finds a free port or
+//! starts an sshd or a broker except through it.
 //!
 //! | module | what |
 //! |---|---|
@@ -12,14 +12,12 @@
 //! | [`bins`] | where the built binaries are; `pipe-admin` on a scratch key directory |
 //! | [`client`] | a running command with its output collected; [`client::Output`] |
 //! | [`process`] | signals and bounded waits for children, by PID |
-//! | [`harness`] | [`Harness`]: sshd + broker + keys in one temp dir, for one test |
+//! | [`host`] | [`Harness`]: one pipe host (sshd, broker, key files) in a temp dir, for one test |
 //! | [`team`] | two or three users of one harness in one of the three identity modes |
 //!
 //! Requires root (to start `sshd` and to create the throwaway accounts `pipetest`,
 //! `pipetest2` and the service account `pipetestsvc`). Every wait has a deadline; every child
 //! is killed on drop, by PID.
-
-#![allow(dead_code, unused_imports)]
 
 use std::time::Duration;
 
@@ -27,7 +25,7 @@ pub mod accounts;
 pub mod bins;
 pub mod broker;
 pub mod client;
-pub mod harness;
+pub mod host;
 pub mod keys;
 pub mod process;
 pub mod sshd;
@@ -37,7 +35,7 @@ pub use accounts::*;
 pub use bins::*;
 pub use broker::*;
 pub use client::*;
-pub use harness::*;
+pub use host::*;
 pub use keys::*;
 pub use process::*;
 pub use sshd::*;

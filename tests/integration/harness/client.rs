@@ -149,9 +149,6 @@ impl Collector {
     pub fn len(&self) -> u64 {
         self.state.0.lock().unwrap().len
     }
-    pub fn eof(&self) -> bool {
-        self.state.0.lock().unwrap().eof
-    }
     /// Verify mode: offset of the first wrong byte.
     pub fn mismatch(&self) -> Option<u64> {
         self.state.0.lock().unwrap().mismatch
@@ -354,11 +351,6 @@ impl Client {
             stderr: self.err.text(),
             elapsed,
         }
-    }
-
-    /// stdout so far (Keep mode).
-    pub fn stdout(&self) -> Vec<u8> {
-        self.out.as_ref().expect("stdout not collected").bytes()
     }
 
     pub fn stderr(&self) -> String {

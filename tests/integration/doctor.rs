@@ -8,8 +8,6 @@
 //! resets the account first and last. No sshd daemon is started: `sshd -T` only reads the
 //! configuration.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +17,9 @@ use std::sync::{Mutex, MutexGuard};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
 
-use common::{Broker, SSHD, account_exists, create_account, keygen, pipe_admin, try_usermod};
+use crate::harness::{
+    Broker, SSHD, account_exists, create_account, keygen, pipe_admin, try_usermod,
+};
 
 /// The service account of these tests: their own, because they lock it, give it bash and
 /// move its home, which would break the end-to-end tests' logins as `pipetestsvc`.
@@ -65,7 +65,7 @@ fn reset_account() {
 
 /// `usermod ARGS ACCOUNT`, retried while another process holds the passwd lock.
 fn usermod(args: &[&str]) {
-    common::usermod(ACCOUNT, args);
+    crate::harness::usermod(ACCOUNT, args);
 }
 
 fn ssh_keygen(path: &Path) {

@@ -1,15 +1,13 @@
 //! End to end through a real sshd: flow control, stalled and departed subscribers (DESIGN §1
 //! Liveness, §5).
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 const MINUTE: Duration = Duration::from_secs(60);
