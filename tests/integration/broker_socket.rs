@@ -1,6 +1,6 @@
 //! The broker's socket is reachable by any local user in its group, so it must hold against
-//! clients that do not follow the protocol (DESIGN §7: hello deadline, frame cap). These
-//! talk to a real `piped` directly over its Unix socket.
+//! clients that do not follow the protocol (pipe(5): `hello_deadline`, and the control
+//! frame cap under CAPS). These talk to a real `piped` directly over its Unix socket.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,6 +1,6 @@
-//! Grants, wildcards and `ls` end to end through a real sshd (DESIGN §3, §4): durable grants
-//! and the verbs that manage them, `-a`, wildcard subscriptions across namespaces, and what
-//! `ls` shows to an owner and to a grantee.
+//! Grants, wildcards and `ls` end to end through a real sshd (pipe(1), DESCRIPTION and
+//! COMMANDS): durable grants and the verbs that manage them, `-a`, wildcard subscriptions
+//! across namespaces, and what `ls` shows to an owner and to a grantee.
 
 use std::collections::BTreeMap;
 use std::thread;

@@ -1,4 +1,4 @@
-//! Per-user caps (DESIGN §7): sessions, owned topics, public topics and grant entries each
+//! Per-user caps (pipe(5), CAPS): sessions, owned topics, public topics and grant entries each
 //! answer exit 6 with one `pipe:` line once reached, and free up again.
 
 use std::thread;

@@ -1,10 +1,10 @@
 //! The .deb and the .rpm, for real. Builds the release binaries and both packages, installs
-//! the .deb on this machine with dpkg and checks what DESIGN §8 and packaging/README.md
-//! promise: the files with their modes and owners, the `pipe` account, the systemd units
-//! (`systemd-analyze verify` silent, `security` exposure at most 2.0), the sshd snippet,
-//! the broker started the way systemd starts it (socket activation, `READY=1`), a key login
-//! through a private sshd using the installed snippet, then remove, reinstall and purge.
-//! The .rpm must hold the same files and carry its scriptlets.
+//! the .deb on this machine with dpkg and checks what packaging/README.md and the FILES of
+//! piped(8) and pipe-admin(8) promise: the files with their modes and owners, the `pipe`
+//! account, the systemd units (`systemd-analyze verify` silent, `security` exposure at most
+//! 2.0), the sshd snippet, the broker started the way systemd starts it (socket activation,
+//! `READY=1`), a key login through a private sshd using the installed snippet, then remove,
+//! reinstall and purge. The .rpm must hold the same files and carry its scriptlets.
 //!
 //! Needs root, dpkg, rpm, cargo-deb, cargo-generate-rpm, systemd's tools and OpenSSH
 //! (`tests/run` installs them). It refuses to start where pipe is installed or has left
@@ -60,7 +60,8 @@ const BINARIES: &[&str] = &[
     "/usr/sbin/pipe-admin",
 ];
 
-/// What the package scripts make and purge removes (DESIGN §8).
+/// What the package scripts make and purge removes (packaging/README.md, "What install,
+/// remove and purge do").
 const STATE_PATHS: &[&str] = &[
     "/etc/pipe",
     "/var/lib/pipe",

@@ -1,4 +1,5 @@
-//! End to end through a real sshd: what a user sees on the data path (DESIGN §3, §5).
+//! End to end through a real sshd: what a user sees on the data path (pipe(1), COMMANDS and
+//! FLOW CONTROL).
 
 use std::time::{Duration, Instant};
 

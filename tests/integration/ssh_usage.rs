@@ -1,4 +1,5 @@
-//! End to end through a real sshd: the request language at the door (DESIGN §3, §6).
+//! End to end through a real sshd: the request language at the door (pipe(1), COMMANDS and
+//! EXIT STATUS).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
