@@ -394,7 +394,8 @@ pub fn random_bytes(len: usize, seed: u64) -> Arc<[u8]> {
 
 pub const MIB: usize = 1024 * 1024;
 
-/// Asserts the "one error line" rule: exactly one stderr line, starting with `pipe: `.
+/// Asserts the "one error line" rule of pipe(1), EXIT STATUS: exactly one stderr line,
+/// starting with `pipe: `.
 #[track_caller]
 pub fn assert_one_pipe_line(out: &Output, what: &str) {
     let lines = out.stderr_lines();
