@@ -1,10 +1,9 @@
-//! End to end through a real sshd: what a user sees on the data path (DESIGN §3, §5).
-
-mod common;
+//! End to end through a real sshd: what a user sees on the data path (pipe(1), COMMANDS and
+//! FLOW CONTROL).
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn hello_reaches_two_subscribers_byte_exact() {

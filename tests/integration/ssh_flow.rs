@@ -1,7 +1,6 @@
-//! End to end through a real sshd: flow control, stalled and departed subscribers (DESIGN §1
-//! Liveness, §5).
-
-mod common;
+//! End to end through a real sshd: flow control, stalled and departed subscribers (pipe(1),
+//! FLOW CONTROL). sshd does not signal a forced command when its client disconnects, so the
+//! broker must notice a departed subscriber by itself, also while its topic is idle.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -188,13 +187,14 @@ fn killed_subscriber_leaves_an_idle_topic_within_2s() {
     assert_subscriber_gone_within_2s(&h, "idle", killed_at, one_ls);
 }
 
-/// `ssh host sub x | head -c 10` under `set -o pipefail` ends with 0 (DESIGN §6: the reader
-/// closing is success). How OpenSSH 9.2 gets there: the ssh client ignores SIGPIPE, so when
-/// head has gone its write to stdout fails with EPIPE and it closes the channel's write side;
-/// sshd closes the stdout pipe it read from, the broker sees the reader gone, and pipe-shell's
-/// exit status (0) comes back as ssh's own. (A forced command that dies of SIGPIPE instead,
-/// such as `yes`, makes the ssh client exit 141: that is the remote status passed through.)
-/// The subscriber must also be gone from the broker within 2 s.
+/// `ssh host sub x | head -c 10` under `set -o pipefail` ends with 0 (pipe(1), EXIT STATUS:
+/// the reader closing is a normal end). How OpenSSH 9.2 gets there: the ssh client ignores
+/// SIGPIPE, so when head has gone its write to stdout fails with EPIPE and it closes the
+/// channel's write side; sshd closes the stdout pipe it read from, the broker sees the
+/// reader gone, and pipe-shell's exit status (0) comes back as ssh's own. (A forced command
+/// that dies of SIGPIPE instead, such as `yes`, makes the ssh client exit 141: that is the
+/// remote status passed through.) The subscriber must also be gone from the broker within
+/// 2 s.
 #[test]
 fn sub_into_head_ends_and_the_subscriber_leaves() {
     let h = Harness::new();

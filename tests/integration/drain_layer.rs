@@ -5,15 +5,13 @@
 
 #![cfg(feature = "logship")]
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 use pipe::logship::{BACKOFF_MAX, Builder, DEFAULT_CAPACITY, DEFAULT_TOPIC, DrainHandle};
 use serde_json::{Map, Value};
@@ -299,7 +297,7 @@ fn after_a_broker_restart_the_drain_reconnects_and_reports_what_it_lost() {
 /// with the broker gone: median of 5 runs of 1M calls each. With the broker up the calls
 /// come in bursts of [`BURST`] with a flush (not timed) in between, so every line is
 /// formatted and queued rather than dropped. Not an assertion, a figure:
-/// `cargo test --release --test drain_layer log_call_cost -- --ignored --nocapture`
+/// `cargo test --release --test integration drain_layer::log_call_cost -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn log_call_cost() {

@@ -3,8 +3,6 @@
 //! and a datagram socket this test binds stands in for systemd's `NOTIFY_SOCKET`.
 //! `systemd-socket-activate` comes with Debian's `systemd` package.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
@@ -13,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";

@@ -1,14 +1,12 @@
 //! The broker's socket is reachable by any local user in its group, so it must hold against
-//! clients that do not follow the protocol (DESIGN §7: hello deadline, frame cap). These
-//! talk to a real `piped` directly over its Unix socket.
-
-mod common;
+//! clients that do not follow the protocol (pipe(5): `hello_deadline`, and the control
+//! frame cap under CAPS). These talk to a real `piped` directly over its Unix socket.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 /// Reads until end of file (at most `limit`), returning what arrived and when it ended.
 fn read_to_eof(mut s: UnixStream, limit: Duration) -> (Vec<u8>, Duration) {

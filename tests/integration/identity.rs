@@ -1,18 +1,17 @@
-//! Identity and namespaces end to end through a real sshd (DESIGN §2, §4): who a session is
-//! in each of the three identity modes, that users cannot see or reach each other's topics
-//! without a grant, that grants by name and by key work and revocation is prompt, and that
-//! the client's command string never changes who it is.
+//! Identity and namespaces end to end through a real sshd (pipe-shell(8), IDENTITY MODES;
+//! pipe(1), DESCRIPTION): who a session is in each of the three identity modes, that users
+//! cannot see or reach each other's topics without a grant, that grants by name and by key
+//! work and revocation is prompt, and that the client's command string never changes who it
+//! is.
 //!
 //! The behaviours every mode must have are functions taking the [`Mode`]; `in_every_mode!`
 //! makes one test per mode of each (`unix_users::…`, `service_account::…`,
 //! `force_command::…`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::team::*;
-use common::*;
+use crate::harness::team::*;
+use crate::harness::*;
 
 /// What a denied or missing topic prints, whichever it is (no probing).
 const NO_SUCH_TOPIC: &str = "pipe: no such topic or access denied\n";

@@ -1,12 +1,11 @@
-//! End to end through a real sshd: the request language at the door (DESIGN §3, §6).
-
-mod common;
+//! End to end through a real sshd: the request language at the door (pipe(1), COMMANDS and
+//! EXIT STATUS).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 /// Every message line is printable ASCII (echoed input escaped) and short (echo truncated).
 #[track_caller]

@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use ssh_key::{HashAlg, PublicKey};
 
+use crate::harness::{fingerprint, fingerprints, keygen, pipe_admin};
+
 const BEGIN: &str = "# BEGIN pipe-admin managed block: edits inside are overwritten\n";
 const END: &str = "# END pipe-admin managed block\n";
 
@@ -62,14 +64,8 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pipe-admin"));
-        command
-            .arg("--keys-dir")
-            .arg(self.keys_dir())
-            .arg("--authorized-keys")
-            .arg(self.authorized_keys())
-            .args(["--forced-command", FORCED])
-            .args(args);
+        let mut command = pipe_admin(&self.keys_dir(), &self.authorized_keys(), FORCED);
+        command.args(args);
         command
     }
 
@@ -98,38 +94,12 @@ impl Env {
 
     /// A fresh ed25519 key pair; returns the public key file.
     fn keygen(&self, name: &str, comment: &str) -> PathBuf {
-        keygen(self.dir.path(), name, comment, "ed25519")
+        keygen(&self.dir.path().join(name), "ed25519", comment)
     }
 
     fn file(&self) -> String {
         fs::read_to_string(self.authorized_keys()).unwrap()
     }
-}
-
-fn keygen(dir: &Path, name: &str, comment: &str, kind: &str) -> PathBuf {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(status.success());
-    path.with_extension("pub")
-}
-
-/// The fingerprints `ssh-keygen -lf` prints for a file, in order.
-fn ssh_keygen_fingerprints(path: &Path) -> Vec<String> {
-    let output = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "ssh-keygen -lf {}", path.display());
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| line.split_whitespace().nth(1).unwrap().to_string())
-        .collect()
 }
 
 fn assert_ok(output: &Output, args: &[&str]) {
@@ -186,10 +156,6 @@ fn block(content: &str, before: &str, after: &str) -> Vec<KeyLine> {
         .collect()
 }
 
-fn fingerprint_of(pub_file: &Path) -> String {
-    ssh_keygen_fingerprints(pub_file).remove(0)
-}
-
 #[test]
 fn users_are_added_listed_and_removed_with_their_keys() {
     let env = Env::new();
@@ -221,11 +187,11 @@ fn keys_are_added_from_a_file_and_from_stdin_and_listed() {
     env.ok(&["user", "add", "alice"]);
     env.ok(&["user", "add", "bob"]);
     let laptop = env.keygen("laptop", "alice@laptop");
-    let phone = keygen(env.dir.path(), "phone", "alice phone", "ecdsa");
+    let phone = keygen(&env.dir.path().join("phone"), "ecdsa", "alice phone");
     let work = env.keygen("work", "bob@work");
 
     let printed = env.ok(&["key", "add", "alice", laptop.to_str().unwrap()]);
-    let laptop_fp = fingerprint_of(&laptop);
+    let laptop_fp = fingerprint(&laptop);
     assert_eq!(
         printed,
         format!("alice alice-laptop {laptop_fp} ssh-ed25519 alice@laptop\n")
@@ -236,8 +202,8 @@ fn keys_are_added_from_a_file_and_from_stdin_and_listed() {
     let output = env.run_with_stdin(&["key", "add", "bob"], &fs::read(&work).unwrap());
     assert_ok(&output, &["key add from stdin, no FILE"]);
 
-    let phone_fp = fingerprint_of(&phone);
-    let work_fp = fingerprint_of(&work);
+    let phone_fp = fingerprint(&phone);
+    let work_fp = fingerprint(&work);
     assert_eq!(
         env.ok(&["key", "list"]),
         format!(
@@ -268,7 +234,7 @@ fn keys_are_added_from_a_file_and_from_stdin_and_listed() {
         ]
     );
     assert_eq!(
-        ssh_keygen_fingerprints(&env.authorized_keys()),
+        fingerprints(&env.authorized_keys()),
         vec![laptop_fp, phone_fp, work_fp]
     );
 
@@ -287,10 +253,10 @@ fn keys_are_removed_by_fingerprint_and_by_name() {
     env.ok(&["key", "add", "alice", two.to_str().unwrap()]);
     assert_eq!(block(&env.file(), "", "").len(), 2);
 
-    env.ok(&["key", "remove", "alice", &fingerprint_of(&one)]);
+    env.ok(&["key", "remove", "alice", &fingerprint(&one)]);
     let left = block(&env.file(), "", "");
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].fingerprint, fingerprint_of(&two));
+    assert_eq!(left[0].fingerprint, fingerprint(&two));
     assert!(!env.keys_dir().join("alice/one.pub").exists());
 
     env.ok(&["key", "rm", "alice", "two"]);
@@ -298,10 +264,7 @@ fn keys_are_removed_by_fingerprint_and_by_name() {
     assert_eq!(env.ok(&["key", "list", "alice"]), "");
 
     assert_fails(&env.run(&["key", "remove", "alice", "two"]), 3);
-    assert_fails(
-        &env.run(&["key", "remove", "alice", &fingerprint_of(&two)]),
-        3,
-    );
+    assert_fails(&env.run(&["key", "remove", "alice", &fingerprint(&two)]), 3);
     assert_fails(&env.run(&["key", "remove", "nobody", "two"]), 3);
 }
 
@@ -323,7 +286,7 @@ fn a_duplicate_fingerprint_is_refused_naming_its_holder() {
 
     let error = assert_fails(&env.run(&["key", "add", "bob", key.to_str().unwrap()]), 4);
     assert!(error.contains("alice/laptop"), "{error}");
-    assert!(error.contains(&fingerprint_of(&key)), "{error}");
+    assert!(error.contains(&fingerprint(&key)), "{error}");
     // Same user, another name: still the same key.
     let renamed = &[
         "key",
@@ -485,7 +448,7 @@ fn twenty_parallel_key_adds_leave_a_consistent_file() {
     let lines = block(&env.file(), FOREIGN_BEFORE, FOREIGN_AFTER);
     assert_eq!(lines.len(), RUNS);
     for (i, key) in keys.iter().enumerate() {
-        let fingerprint = fingerprint_of(key);
+        let fingerprint = fingerprint(key);
         let user = if i % 2 == 0 { "alice" } else { "bob" };
         let found: Vec<&KeyLine> = lines
             .iter()
@@ -499,10 +462,7 @@ fn twenty_parallel_key_adds_leave_a_consistent_file() {
     let mut sorted = users.clone();
     sorted.sort();
     assert_eq!(users, sorted);
-    assert_eq!(
-        ssh_keygen_fingerprints(&env.authorized_keys()).len(),
-        RUNS + 1
-    );
+    assert_eq!(fingerprints(&env.authorized_keys()).len(), RUNS + 1);
     assert_eq!(env.ok(&["key", "list"]).lines().count(), RUNS);
 }
 

@@ -1,20 +1,18 @@
-//! Scoped drains (DESIGN §5a) through the real sshd: users read their own lines of the
-//! service logs with `ssh host logs`, admins read every line, and what is not a JSON
-//! object or is too long reaches nobody but the admins' notices.
+//! Scoped drains (pipe(5) and piped(8), SCOPED DRAINS) through the real sshd: users read
+//! their own lines of the service logs with `ssh host logs`, admins read every line, and
+//! what is not a JSON object or is too long reaches nobody but the admins' notices.
 //!
 //! The team logs in through the shared service account (alice, bob, carol); the service
 //! publishing into the feed runs on the broker's host as the Unix user `pipetest`, so the
 //! feed is `pipetest/log-drain`; root on the host is an admin.
-
-mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::team::{Mode, Team};
-use common::*;
+use crate::harness::team::{Mode, Team};
+use crate::harness::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

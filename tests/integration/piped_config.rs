@@ -4,15 +4,13 @@
 //! the next session without ending live ones. Local `pipe-shell` sessions (as root, so the
 //! identity is `root`) against the real `piped`.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 #[track_caller]

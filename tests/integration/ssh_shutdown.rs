@@ -1,10 +1,8 @@
 //! End to end through a real sshd: the broker's graceful shutdown on SIGTERM.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 const MINUTE: Duration = Duration::from_secs(60);

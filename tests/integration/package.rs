@@ -1,10 +1,10 @@
 //! The .deb and the .rpm, for real. Builds the release binaries and both packages, installs
-//! the .deb on this machine with dpkg and checks what DESIGN §8 and packaging/README.md
-//! promise: the files with their modes and owners, the `pipe` account, the systemd units
-//! (`systemd-analyze verify` silent, `security` exposure at most 2.0), the sshd snippet,
-//! the broker started the way systemd starts it (socket activation, `READY=1`), a key login
-//! through a private sshd using the installed snippet, then remove, reinstall and purge.
-//! The .rpm must hold the same files and carry its scriptlets.
+//! the .deb on this machine with dpkg and checks what packaging/README.md and the FILES of
+//! piped(8) and pipe-admin(8) promise: the files with their modes and owners, the `pipe`
+//! account, the systemd units (`systemd-analyze verify` silent, `security` exposure at most
+//! 2.0), the sshd snippet, the broker started the way systemd starts it (socket activation,
+//! `READY=1`), a key login through a private sshd using the installed snippet, then remove,
+//! reinstall and purge. The .rpm must hold the same files and carry its scriptlets.
 //!
 //! Needs root, dpkg, rpm, cargo-deb, cargo-generate-rpm, systemd's tools and OpenSSH
 //! (`tests/run` installs them). It refuses to start where pipe is installed or has left
@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -21,6 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::harness::{Guarded, SSHD, Sshd, keygen};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -59,7 +60,8 @@ const BINARIES: &[&str] = &[
     "/usr/sbin/pipe-admin",
 ];
 
-/// What the package scripts make and purge removes (DESIGN §8).
+/// What the package scripts make and purge removes (packaging/README.md, "What install,
+/// remove and purge do").
 const STATE_PATHS: &[&str] = &[
     "/etc/pipe",
     "/var/lib/pipe",
@@ -325,8 +327,8 @@ fn deb_install_remove_reinstall_purge() {
     );
     // The account, its key and the snippet are still there, its shell is not: sshd must
     // refuse the login rather than fall back to anything.
-    let sshd = Sshd::start(tmp.path());
-    let refused = run(sshd.ssh(&key, &["whoami"]).stdin(Stdio::null()));
+    let sshd = start_sshd(tmp.path());
+    let refused = run(ssh_pipe(&sshd, &key, &["whoami"]).stdin(Stdio::null()));
     assert!(
         !refused.status.success() && refused.stdout.is_empty(),
         "a login after dpkg -r: {:?} {}",
@@ -474,7 +476,7 @@ fn check_units() {
 fn check_sshd_snippet() {
     let tmp = tempdir();
     let host_key = tmp.path().join("host_key");
-    keygen(&host_key);
+    keygen(&host_key, "ed25519", "pipe-package-test");
     // Debian's sshd_config includes sshd_config.d/*.conf at its top, before its own global
     // settings: the snippet's Match block must not swallow those.
     let config = tmp.path().join("sshd_config");
@@ -608,7 +610,7 @@ fn check_broker_and_login(tmp: &Path) -> PathBuf {
 
     // A key for alice, the way the admin adds one.
     let key = tmp.join("alice");
-    keygen(&key);
+    keygen(&key, "ed25519", "pipe-package-test");
     checked(Command::new("/usr/sbin/pipe-admin").args(["user", "add", "alice"]));
     checked(
         Command::new("/usr/sbin/pipe-admin")
@@ -618,8 +620,8 @@ fn check_broker_and_login(tmp: &Path) -> PathBuf {
     let authorized = fs::metadata("/var/lib/pipe/.ssh/authorized_keys").unwrap();
     assert_eq!((authorized.uid(), authorized.mode() & 0o022), (0, 0));
 
-    let sshd = Sshd::start(tmp);
-    let ssh = |args: &[&str]| sshd.ssh(&key, args);
+    let sshd = start_sshd(tmp);
+    let ssh = |args: &[&str]| ssh_pipe(&sshd, &key, args);
     let who = run(ssh(&["whoami"]).stdin(Stdio::null()));
     assert!(
         who.status.success() && text(&who.stdout).split_whitespace().next() == Some("alice"),
@@ -789,158 +791,36 @@ fn require_root() {
 // Processes
 // ---------------------------------------------------------------------------------------
 
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// A child killed (by PID) and reaped when dropped.
-struct Guarded {
-    child: Option<Child>,
-}
-
-impl Guarded {
-    fn spawn(cmd: &mut Command, what: &str) -> Guarded {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
-        Guarded { child: Some(child) }
-    }
-
-    fn into_child(mut self) -> Child {
-        self.child.take().unwrap()
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A private sshd on a free loopback port whose only pipe settings are the installed
 /// snippet. It reads the `pipe` account's real authorized_keys, which pipe-admin wrote.
-struct Sshd {
-    port: u16,
-    config: PathBuf,
-    log: PathBuf,
-    _child: Guarded,
-}
-
-impl Sshd {
-    fn start(tmp: &Path) -> Sshd {
-        let tmp = tempfile::Builder::new()
-            .prefix("sshd.")
-            .tempdir_in(tmp)
-            .unwrap()
-            .keep();
-        let tmp = tmp.as_path();
-        let host_key = tmp.join("sshd_host_key");
-        keygen(&host_key);
-        let port = free_port();
-        let config = tmp.join("sshd_login_config");
-        fs::write(
-            &config,
-            format!(
-                "Include /etc/ssh/sshd_config.d/50-pipe.conf\n\
-                 ListenAddress 127.0.0.1\n\
-                 Port {port}\n\
-                 HostKey {}\n\
-                 PidFile {}\n\
-                 UsePAM no\n\
-                 AllowUsers pipe\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n",
-                host_key.display(),
-                tmp.join("sshd.pid").display()
-            ),
+fn start_sshd(tmp: &Path) -> Sshd {
+    let tmp = tempfile::Builder::new()
+        .prefix("sshd.")
+        .tempdir_in(tmp)
+        .unwrap()
+        .keep();
+    Sshd::start(&tmp, |port, host_key| {
+        format!(
+            "Include /etc/ssh/sshd_config.d/50-pipe.conf\n\
+             ListenAddress 127.0.0.1\n\
+             Port {port}\n\
+             HostKey {}\n\
+             PidFile {}\n\
+             UsePAM no\n\
+             AllowUsers pipe\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n",
+            host_key.display(),
+            tmp.join("sshd.pid").display()
         )
-        .unwrap();
-        // sshd refuses to start without its privilege separation directory.
-        fs::create_dir_all("/run/sshd").unwrap();
-        let log = tmp.join("sshd.log");
-        let child = Guarded::spawn(
-            Command::new(SSHD)
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&log).unwrap()),
-            "sshd",
-        );
-        wait_for(
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "sshd to listen",
-        );
-        Sshd {
-            port,
-            config,
-            log,
-            _child: child,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `ssh pipe@127.0.0.1 ARGS…` to this sshd with `key`, non-interactive.
-    fn ssh(&self, key: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.arg("-i")
-            .arg(key)
-            .args(["-p", &self.port.to_string()])
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "pipe@127.0.0.1",
-            ])
-            .args(args);
-        cmd
-    }
+    })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn keygen(path: &Path) {
-    checked(
-        Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "pipe-package-test",
-                "-f",
-            ])
-            .arg(path)
-            .stdin(Stdio::null()),
-    );
+/// `ssh pipe@127.0.0.1 ARGS…` to `sshd` with `key`, non-interactive.
+fn ssh_pipe(sshd: &Sshd, key: &Path, args: &[&str]) -> Command {
+    let mut cmd = sshd.ssh("pipe", key);
+    cmd.args(args);
+    cmd
 }
 
 fn wait_output(mut child: Child, what: &str) -> Output {

@@ -2,8 +2,6 @@
 //! `contrib/examples/deploy-hook` loop, which must outlive a broker restart without spinning
 //! and stop on errors that retrying cannot fix.
 
-mod common;
-
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use common::*;
+use crate::harness::*;
 
 /// `sub -n N -c x` against a publisher of three lines: exactly N lines on stdout, exit 0,
 /// nothing on stderr.

@@ -1,8 +1,6 @@
-//! Grants, wildcards and `ls` end to end through a real sshd (DESIGN §3, §4): durable grants
-//! and the verbs that manage them, `-a`, wildcard subscriptions across namespaces, and what
-//! `ls` shows to an owner and to a grantee.
-
-mod common;
+//! Grants, wildcards and `ls` end to end through a real sshd (pipe(1), DESCRIPTION and
+//! COMMANDS): durable grants and the verbs that manage them, `-a`, wildcard subscriptions
+//! across namespaces, and what `ls` shows to an owner and to a grantee.
 
 use std::collections::BTreeMap;
 use std::thread;
@@ -10,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::team::*;
-use common::*;
+use crate::harness::team::*;
+use crate::harness::*;
 
 const NO_SUCH_TOPIC: &str = "pipe: no such topic or access denied\n";
 

@@ -1,12 +1,10 @@
-//! Per-user caps (DESIGN §7): sessions, owned topics, public topics and grant entries each
+//! Per-user caps (pipe(5), CAPS): sessions, owned topics, public topics and grant entries each
 //! answer exit 6 with one `pipe:` line once reached, and free up again.
-
-mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 #[track_caller]
 fn assert_limit(out: &Output, what: &str, text: &str) {

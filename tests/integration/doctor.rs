@@ -10,25 +10,20 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+
+use crate::harness::{
+    Broker, SSHD, account_exists, create_account, keygen, pipe_admin, try_usermod,
+};
 
 /// The service account of these tests: their own, because they lock it, give it bash and
 /// move its home, which would break the end-to-end tests' logins as `pipetestsvc`.
 const ACCOUNT: &str = "pipetestdoc";
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// How long the broker may take to listen, and to stop.
-const DAEMON_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where test processes take turns with the account (two `cargo test` runs at once).
 const LOCK_FILE: &str = "/tmp/pipe-doctor-tests.lock";
@@ -57,15 +52,6 @@ fn serial() -> Serial {
     }
 }
 
-fn account_exists() -> bool {
-    Command::new("id")
-        .arg(ACCOUNT)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Creates [`ACCOUNT`] once (with its own group) and puts it back in the good state: shell
 /// /bin/sh, home /, password field `*`.
 fn reset_account() {
@@ -73,104 +59,26 @@ fn reset_account() {
         nix::unistd::geteuid().is_root(),
         "the doctor tests create the account {ACCOUNT} and run sshd -T: run them as root"
     );
-    if !account_exists() {
-        let out = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home"])
-            .args(["--home-dir", "/", "--shell", "/bin/sh", ACCOUNT])
-            .output()
-            .expect("run useradd");
-        // 9: the name is taken (another test process created it first).
-        assert!(
-            out.status.success() || out.status.code() == Some(9) || account_exists(),
-            "useradd {ACCOUNT}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    create_account(ACCOUNT, true);
     usermod(&["-p", "*", "-s", "/bin/sh", "-d", "/"]);
 }
 
 /// `usermod ARGS ACCOUNT`, retried while another process holds the passwd lock.
 fn usermod(args: &[&str]) {
-    let mut last = String::new();
-    for _ in 0..20 {
-        let out = Command::new("usermod")
-            .args(args)
-            .arg(ACCOUNT)
-            .output()
-            .expect("run usermod");
-        if out.status.success() {
-            return;
-        }
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("usermod {args:?} {ACCOUNT}: {last}");
+    crate::harness::usermod(ACCOUNT, args);
 }
 
 fn ssh_keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "doctor-test", "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ssh-keygen");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    keygen(path, "ed25519", "doctor-test");
 }
 
-/// A running `piped`, stopped by PID on drop.
-struct Broker(Child);
-
-impl Broker {
-    fn start(socket: &Path, state: &Path) -> Broker {
-        let child = Command::new(env!("CARGO_BIN_EXE_piped"))
-            .arg("--socket")
-            .arg(socket)
-            .args(["--socket-group", ACCOUNT, "--service-user", ACCOUNT])
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn piped");
-        let mut broker = Broker(child);
-        let deadline = Instant::now() + DAEMON_DEADLINE;
-        while UnixStream::connect(socket).is_err() {
-            if let Ok(Some(status)) = broker.0.try_wait() {
-                panic!("piped exited during startup: {status}");
-            }
-            assert!(Instant::now() < deadline, "piped not listening after 10 s");
-            thread::sleep(Duration::from_millis(10));
-        }
-        broker
-    }
-
-    fn stop(&mut self, sig: Signal) {
-        // Never signal a PID already reaped: it may belong to another process by now.
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        let _ = signal::kill(Pid::from_raw(self.0.id() as i32), sig);
-        let deadline = Instant::now() + DAEMON_DEADLINE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop(Signal::SIGTERM);
-    }
+/// A `piped` for [`ACCOUNT`] on `socket`, with the built-in defaults.
+fn start_broker(socket: &Path, state: &Path) -> Broker {
+    let mut cmd = Broker::command(socket, ACCOUNT, state);
+    cmd.args(["--service-user", ACCOUNT, "--config", "/dev/null"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Broker::start(cmd, socket, String::new)
 }
 
 /// The `Match User` block of a good setup, one setting per line, so a test can drop or
@@ -237,7 +145,7 @@ impl Setup {
         let key = d.join("alice_key");
         ssh_keygen(&key);
         setup.admin(&["key", "add", "alice", &format!("{}.pub", key.display())]);
-        setup.broker = Some(Broker::start(&setup.socket, &d.join("state")));
+        setup.broker = Some(start_broker(&setup.socket, &d.join("state")));
         setup
     }
 
@@ -278,15 +186,11 @@ impl Setup {
     }
 
     fn admin_command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pipe-admin"));
-        command
-            .arg("--keys-dir")
-            .arg(&self.keys_dir)
-            .arg("--authorized-keys")
-            .arg(&self.authorized_keys)
-            .arg("--forced-command")
-            .arg(self.forced_command());
-        command
+        pipe_admin(
+            &self.keys_dir,
+            &self.authorized_keys,
+            &self.forced_command(),
+        )
     }
 
     fn admin(&self, args: &[&str]) {
@@ -331,10 +235,8 @@ impl Drop for Setup {
     fn drop(&mut self) {
         self.broker.take();
         // Leave the account as other runs expect it, even after a failed assertion.
-        if nix::unistd::geteuid().is_root() && account_exists() {
-            let _ = Command::new("usermod")
-                .args(["-p", "*", "-s", "/bin/sh", "-d", "/", ACCOUNT])
-                .output();
+        if nix::unistd::geteuid().is_root() && account_exists(ACCOUNT) {
+            let _ = try_usermod(ACCOUNT, &["-p", "*", "-s", "/bin/sh", "-d", "/"]);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Users of one harness in one of the three identity modes of DESIGN §2, so a behaviour can
-//! be tested the same way in each.
+//! Users of one harness in one of the three identity modes (pipe-shell(8), IDENTITY MODES),
+//! so a behaviour can be tested the same way in each.
 //!
 //! | mode | ssh login | key line | identity |
 //! |---|---|---|---|

@@ -1,15 +1,14 @@
-//! The ways `pipe-shell` is started (DESIGN §3), run locally against a real broker, no sshd:
-//! `-c STRING` (pipe-shell as the login shell), `SSH_ORIGINAL_COMMAND` (forced command), plain
-//! argv (by hand), and a login shell whose `-c` string is the admin's forced command.
-//! The tests run as root, so the identity is `root`.
-
-mod common;
+//! The ways `pipe-shell` is started (pipe-shell(8), ENTRY FORMS), run locally against a
+//! real broker, no sshd: `-c STRING` (pipe-shell as the login shell),
+//! `SSH_ORIGINAL_COMMAND` (forced command), plain argv (by hand), and a login shell whose
+//! `-c` string is the admin's forced command. The tests run as root, so the identity is
+//! `root`.
 
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 #[track_caller]
