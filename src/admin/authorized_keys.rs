@@ -11,7 +11,7 @@ use crate::atomic_file::{self, Perms};
 use crate::keys::{self, Key};
 use crate::request::UserName;
 
-use super::{AdminError, create_dirs, io_error};
+use super::error::{AdminError, create_dirs, io_error};
 
 /// First line of the managed block. It says what happens to hand edits made inside it.
 pub const BEGIN: &str = "# BEGIN pipe-admin managed block: edits inside are overwritten";

@@ -17,8 +17,8 @@ use crate::keys::dir::{self as layout, KEY_EXTENSION};
 use crate::request::UserName;
 
 use super::authorized_keys::key_line;
+use super::error::{AdminError, create_dirs, io_error, sync_dir};
 use super::keys::KeyName;
-use super::{AdminError, create_dirs, io_error, sync_dir};
 
 /// The lock file inside the key directory. A dot file, so it is never taken for a user.
 pub const LOCK_FILE: &str = ".lock";

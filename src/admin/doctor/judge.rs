@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use super::finding::Finding;
 use super::probe::{
     Account, AccountLookup, Facts, FileKind, KeysFile, SHADOW, SocketFacts, SocketFile, SshdRun,
     SshdSettings, Stat, match_spec,
 };
-use super::{Doctor, Finding, SNIPPET};
+use super::setup::{Doctor, SNIPPET};
 use crate::keys::options;
 use crate::shell::args::{self, ArgsError, PROGRAM};
 use crate::{glob, paths};

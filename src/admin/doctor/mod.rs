@@ -38,58 +38,13 @@
 //! - **"Writable by the account"** is decided from owner, group and mode bits (no ACLs),
 //!   the way the kernel picks the owner, group or other class.
 
-use std::fmt;
-use std::path::PathBuf;
-
-use super::Admin;
-
+mod finding;
 mod judge;
 mod probe;
+mod setup;
 
-/// Where the shipped sshd snippet lives, named in fixes.
-pub const SNIPPET: &str = "/etc/ssh/sshd_config.d/50-pipe.conf";
-
-/// What `pipe-admin doctor` checks.
-#[derive(Debug, Clone)]
-pub struct Doctor {
-    /// Key directory, authorized_keys and forced command, as every other subcommand uses.
-    pub admin: Admin,
-    pub service_user: String,
-    pub socket: PathBuf,
-    pub sshd_config: PathBuf,
-    pub sshd: PathBuf,
-}
-
-/// One line of doctor's report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
-    Ok(String),
-    Fail { problem: String, fix: String },
-    Note(String),
-}
-
-impl Finding {
-    fn fail(problem: impl Into<String>, fix: impl Into<String>) -> Finding {
-        Finding::Fail {
-            problem: problem.into(),
-            fix: fix.into(),
-        }
-    }
-
-    pub fn is_fail(&self) -> bool {
-        matches!(self, Finding::Fail { .. })
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Finding::Ok(what) => write!(f, "ok: {what}"),
-            Finding::Fail { problem, fix } => write!(f, "FAIL: {problem} — fix: {fix}"),
-            Finding::Note(what) => write!(f, "note: {what}"),
-        }
-    }
-}
+pub use finding::Finding;
+pub use setup::{Doctor, SNIPPET};
 
 impl Doctor {
     /// Runs every check, in the order they are printed.

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::unistd::{Gid, User};
 
-use super::Doctor;
+use super::setup::Doctor;
 use crate::admin::authorized_keys::{AuthorizedKeys, ForeignKey};
 use crate::admin::store::KeyDir;
 use crate::keys;
