@@ -19,8 +19,10 @@
 //! # Modules
 //!
 //! Dependencies point one way: the binaries use [`shell`], [`broker`] and [`admin`]; those
-//! use [`proto`] and [`request`]; everything may use the leaves. No module imports one
-//! that imports it back.
+//! use [`proto`] and [`request`]; everything may use the leaves. One edge crosses over on
+//! purpose: `pipe-admin doctor` reads forced commands with pipe-shell's own option rules
+//! ([`shell::args`]), so the two can never disagree. No module imports one that imports it
+//! back.
 //!
 //! - [`shell`]: `pipe-shell`. [`shell::args`] reads its options and the entry forms (a
 //!   forced command, `-c`, plain argv), shared with `pipe-admin doctor`; `identity` finds
@@ -44,7 +46,8 @@
 //!   frames; the hello carries the request and, by `SCM_RIGHTS`, the session's stdin and
 //!   stdout), and [`proto::client`], the one broker client that `pipe-shell` and the
 //!   tracing layer share.
-//! - Shared leaves, one home each: [`paths`] (where an installed pipe keeps its files),
+//! - Shared pieces, one home each (leaves but for [`keys`], which uses [`request`]'s
+//!   names): [`paths`] (where an installed pipe keeps its files),
 //!   [`keys`] (parsing keys and authorized_keys options, looking a key up in the key
 //!   directory), [`atomic_file`] (the one atomic file write), [`glob`] (the one wildcard
 //!   matcher), [`exit`] (both binaries' exit codes, escaping echoed input), [`timefmt`]
@@ -68,15 +71,17 @@
 //!    ([`broker::identity::resolve`]), parses the request again (the broker trusts no
 //!    client), counts it against the caps ([`broker::Broker::admit`]) and dispatches it
 //!    ([`broker::cmd::apply`]).
-//! 4. A publisher's stdin is read into chunks ([`broker::ingest::pump`]) and appended to
-//!    the topic's ring ([`broker::topic::Topic::try_append`]), waiting for room in the
-//!    window and asking [`broker::evict`] when the global budget is spent.
+//! 4. A publisher's stdin is read into chunks ([`broker::ingest::pump`]), and each is
+//!    offered to the topic ([`broker::ingest::Offer::send`]): appended to its ring
+//!    ([`broker::topic::Topic::try_append`]) when the window has room, else waited for,
+//!    asking [`broker::evict`] to make room when the global budget is spent.
 //! 5. Each subscriber's task takes batches from the ring ([`broker::topic::Topic::fetch`])
 //!    and writes them into its stdout pipe ([`broker::deliver::deliver`]), which sshd
 //!    carries to the client; its progress ([`broker::topic::Topic::advance`]) lets the
 //!    publisher go on.
 //! 6. When the handler returns, the session sends the final status frame; `pipe-shell`
-//!    prints its message, if any, and exits with its code ([`exit::Exit`]).
+//!    prints its message (or `failed (exit N)` for a failure without one) and exits with
+//!    its code ([`exit::Exit`]).
 
 pub mod admin;
 pub mod atomic_file;

@@ -25,6 +25,10 @@ pub const AUTHORIZED_KEYS: &str = "/var/lib/pipe/.ssh/authorized_keys";
 /// lines.
 pub const FORCED_COMMAND: &str = "/usr/bin/pipe-shell";
 
+/// The shipped sshd snippet: the service account's `Match User` block, named in doctor's
+/// fixes.
+pub const SSHD_SNIPPET: &str = "/etc/ssh/sshd_config.d/50-pipe.conf";
+
 /// sshd's main configuration file on Debian and Fedora.
 pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 

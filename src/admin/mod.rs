@@ -38,7 +38,7 @@
 //!
 //! # Exit codes
 //!
-//! [`AdminExit`], as pipe-admin(8) lists them (EXIT STATUS); each
+//! [`AdminExit`](crate::exit::AdminExit), as pipe-admin(8) lists them (EXIT STATUS); each
 //! [`AdminError`] says which ([`AdminError::exit`]).
 //!
 //! Every failure prints one line on stderr starting with `pipe-admin: `. `doctor` is the

@@ -12,7 +12,7 @@ use super::probe::{
     Account, AccountLookup, Facts, FileKind, KeysFile, SHADOW, SocketFacts, SocketFile, SshdRun,
     SshdSettings, Stat, match_spec,
 };
-use super::setup::{Doctor, SNIPPET};
+use super::setup::Doctor;
 use crate::keys::options;
 use crate::shell::args::{self, ArgsError, PROGRAM};
 use crate::{glob, paths};
@@ -83,8 +83,9 @@ impl Doctor {
 
     fn match_block_fix(&self, setting: &str) -> String {
         format!(
-            "add `{setting}` to the `Match User {}` block ({SNIPPET}), then `sshd -t && systemctl reload ssh`",
-            self.user()
+            "add `{setting}` to the `Match User {}` block ({}), then `sshd -t && systemctl reload ssh`",
+            self.user(),
+            paths::SSHD_SNIPPET
         )
     }
 
@@ -944,7 +945,7 @@ authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2
 
     fn match_fix(setting: &str) -> String {
         format!(
-            "add `{setting}` to the `Match User pipe` block ({SNIPPET}), then `sshd -t && systemctl reload ssh`"
+            "add `{setting}` to the `Match User pipe` block (/etc/ssh/sshd_config.d/50-pipe.conf), then `sshd -t && systemctl reload ssh`"
         )
     }
 
@@ -1094,6 +1095,37 @@ authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2
                 &match_fix("ForceCommand /usr/bin/pipe-shell")
             )]
         );
+    }
+
+    #[test]
+    fn a_force_command_pipe_shell_cannot_read_fails_with_its_message() {
+        for (command, why) in [
+            ("/usr/bin/pipe-shell --socket", "--socket needs a value"),
+            ("/usr/bin/pipe-shell --user 'alice", "forced command: "),
+        ] {
+            let facts = with_sshd(&GOOD_SSHD.replace(
+                "forcecommand /usr/bin/pipe-shell",
+                &format!("forcecommand {command}"),
+            ));
+            let fails = fails(&facts);
+            assert_eq!(fails.len(), 1, "{command}: {fails:?}");
+            assert!(
+                fails[0].starts_with(&format!(
+                    "FAIL: sshd: ForceCommand for pipe cannot be read by pipe-shell: {why}"
+                )),
+                "{command}: {fails:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_force_command_is_read_like_pipe_shell_reads_it() {
+        // pipe-shell takes the last of a repeated option, so this one uses the default.
+        let facts = with_sshd(&GOOD_SSHD.replace(
+            "forcecommand /usr/bin/pipe-shell",
+            "forcecommand /usr/bin/pipe-shell --socket /tmp/s --socket /run/pipe/piped.sock",
+        ));
+        assert_eq!(fails(&facts), Vec::<String>::new());
     }
 
     #[test]

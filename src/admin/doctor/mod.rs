@@ -44,7 +44,7 @@ mod probe;
 mod setup;
 
 pub use finding::Finding;
-pub use setup::{Doctor, SNIPPET};
+pub use setup::Doctor;
 
 impl Doctor {
     /// Runs every check, in the order they are printed.

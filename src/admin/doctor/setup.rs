@@ -5,9 +5,6 @@ use std::path::PathBuf;
 
 use crate::admin::Admin;
 
-/// Where the shipped sshd snippet lives, named in fixes.
-pub const SNIPPET: &str = "/etc/ssh/sshd_config.d/50-pipe.conf";
-
 /// What `pipe-admin doctor` checks.
 #[derive(Debug, Clone)]
 pub struct Doctor {
