@@ -205,6 +205,32 @@ fn pipe_chat_between_two_clients_without_own_echo() {
     assert_eq!(bout.stdout, b"from-a\n", "B must not receive its own line");
 }
 
+/// Issue 11, defect 9: a `pipe` participant is a publisher, so a plain `sub` on a room
+/// ends (exit 0, with every line) once the last participant has left, as it does when the
+/// last `pub` leaves.
+#[test]
+fn a_plain_sub_on_a_room_ends_when_the_last_participant_leaves() {
+    let h = Harness::new();
+    let mut a = h.spawn("pipe room");
+    h.wait_for_subscribers("room", 1);
+    let mut listener = h.spawn("sub room");
+    h.wait_for_subscribers("room", 2);
+
+    a.write(b"said\n");
+    let heard = listener.out.clone().unwrap();
+    assert!(
+        heard.wait_contains(b"said\n", SHORT),
+        "sub got {:?}",
+        heard.text()
+    );
+    a.close_stdin();
+    let aout = a.finish(SHORT);
+    assert_eq!(aout.code, Some(0), "pipe: {aout:?}");
+    let out = listener.finish(SHORT);
+    assert_eq!(out.code, Some(0), "sub: {out:?}");
+    assert_eq!(out.stdout, b"said\n");
+}
+
 #[test]
 fn pipe_r_receives_own_writes() {
     let h = Harness::new();

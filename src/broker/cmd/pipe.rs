@@ -8,7 +8,7 @@ use super::logs::not_a_drain;
 use crate::broker::ctx::{Ctx, Outcome};
 use crate::broker::deliver::{Subscriber, deliver};
 use crate::broker::fdio::Fd;
-use crate::broker::ingest::{Offer, finish_publishing, pump};
+use crate::broker::ingest::{Offer, Publisher, finish_publishing, pump};
 use crate::broker::topic::{SessionId, Topic};
 use crate::request::PipeReq;
 
@@ -24,6 +24,9 @@ pub(super) async fn pipe(
     let mut feed = ctx.broker.drains.feed(&topic.key);
     let sub = Subscriber::attach(topic, ctx.id, p.replay, false);
     let _room = Room::join(topic, ctx);
+    // A participant writes into the topic like any `pub`: plain subscribers end once the
+    // last one has left (pipe(1), `sub`).
+    let _publisher = Publisher::attach(topic);
     // A pipe never waits for receivers: what nobody hears is dropped (pipe(1), `pipe`).
     let offer = Offer {
         dispatch: p.dispatch,
