@@ -4,7 +4,7 @@
 //! the two.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::thread::JoinHandle;
 
@@ -55,7 +55,7 @@ impl Stdio {
             let (read, write) = nix::unistd::pipe()?;
             let copier = std::thread::spawn(move || {
                 let mut to = File::from(write);
-                let _ = io::copy(&mut io::stdin().lock(), &mut to);
+                let _ = copy_plainly(&mut io::stdin().lock(), &mut to);
             });
             Side::Bridged {
                 passed: read,
@@ -74,7 +74,7 @@ impl Stdio {
             let copier = std::thread::spawn(move || {
                 let mut from = File::from(read);
                 let mut out = io::stdout().lock();
-                let _ = io::copy(&mut from, &mut out);
+                let _ = copy_plainly(&mut from, &mut out);
                 let _ = out.flush();
             });
             Side::Bridged {
@@ -104,6 +104,32 @@ impl Stdio {
         Handed {
             direct: [direct_in, direct_out],
             output_copier,
+        }
+    }
+}
+
+/// Bytes a copying thread moves per read: a pipe's default capacity, so one read takes
+/// all a full pipe holds.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Copies `from` to `to` with plain `read` and `write` until end of input. Not `io::copy`:
+/// between a pipe and a regular file it uses `splice`, which reads the file's offset when
+/// it starts and writes it back when it returns, so lines that other processes sharing
+/// the open file (a script's `> log`) wrote meanwhile would be overwritten. A `write`
+/// takes and moves the shared offset at once.
+fn copy_plainly(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            // Flushed at once: stdout is line-buffered, and a reader waiting for a prompt
+            // or a partial line must not wait for the next newline.
+            Ok(n) => {
+                to.write_all(buf.get(..n).unwrap_or_default())?;
+                to.flush()?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -112,3 +112,48 @@ fn local_pub_reaches_local_sub() {
     assert_eq!(out.code, Some(0), "sub: {out:?}");
     assert_eq!(out.stdout, b"by hand\n");
 }
+
+/// Issue 11, defect 8: pipe-shell run by hand with its stdout a regular file that other
+/// processes write to through the same open file (a script's `> log`, a cron job's
+/// `>> log 2>&1`) must copy with plain writes at the shared offset. A `splice()` into the
+/// file would write the offset it read when it started back when the data arrives, over
+/// the lines others wrote meanwhile.
+#[test]
+fn output_into_a_shared_file_keeps_other_writers_lines() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let h = Harness::broker_only();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let mut log = std::fs::File::create(&path).unwrap();
+    let mut sub = h.pipe_shell();
+    sub.args(["sub", "-n", "1", "shared"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(Stdio::null());
+    let mut sub = sub.spawn().unwrap();
+    // Run by hand as root, the topic is root's.
+    h.wait_for_subscribers("root/shared", 1);
+
+    // Another writer of the same open file, while the subscriber waits for its line.
+    log.write_all(b"another writer\n").unwrap();
+    let mut publish = h.pipe_shell();
+    publish.args(["pub", "shared"]);
+    let out = run_command(publish, "pub shared", b"published\n", SHORT);
+    assert_eq!(out.code, Some(0), "pub: {out:?}");
+
+    let deadline = Instant::now() + SHORT;
+    let status = loop {
+        if let Some(status) = sub.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "sub -n 1 did not end");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "sub: {status:?}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "another writer\npublished\n"
+    );
+}
