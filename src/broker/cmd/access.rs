@@ -5,11 +5,11 @@
 use tracing::{info, warn};
 
 use crate::broker::ctx::{Ctx, Outcome, fail, refused};
-use crate::broker::grants::GrantsError;
+use crate::broker::grants::{Grants, GrantsError};
 use crate::broker::registry::Refused;
 use crate::broker::topic::{Owner, TopicKey};
 use crate::exit::Exit;
-use crate::request::{AccessList, Namespace, TopicRef as Named, UserName};
+use crate::request::{AccessList, Grantee, Namespace, TopicRef as Named, UserName};
 
 /// The one answer for a topic the caller may not use, whether or not it exists, so nobody
 /// can probe for others' topic names (pipe(1), EXIT STATUS 3: the same answer on purpose).
@@ -83,7 +83,7 @@ pub(super) async fn unless_revoked(
 }
 
 /// `-a LIST`: the owner sets the grant on the topic to exactly LIST.
-pub(super) fn set_grant(ctx: &Ctx, key: &TopicKey, list: &AccessList) -> Result<(), Outcome> {
+pub(super) async fn set_grant(ctx: &Ctx, key: &TopicKey, list: &AccessList) -> Result<(), Outcome> {
     let Owner::User(owner) = &key.owner else {
         return Err(fail(Exit::Usage, "public topics take no grant"));
     };
@@ -94,10 +94,23 @@ pub(super) fn set_grant(ctx: &Ctx, key: &TopicKey, list: &AccessList) -> Result<
         ));
     }
     owns_grants(owner)?;
-    ctx.broker
-        .grants
-        .set(owner, &key.name, &list.0)
+    let (owner, name, list) = (owner.clone(), key.name.clone(), list.0.clone());
+    change_grants(ctx, move |grants| grants.set(&owner, &name, &list))
+        .await
         .map(|_| ())
+}
+
+/// Runs a change of the durable grants on a blocking thread: it rewrites and fsyncs the
+/// grants file under the writers' lock, which must hold none of the runtime's few worker
+/// threads (other sessions' requests run there).
+pub(super) async fn change_grants(
+    ctx: &Ctx,
+    change: impl FnOnce(&Grants) -> Result<Vec<Grantee>, GrantsError> + Send + 'static,
+) -> Result<Vec<Grantee>, Outcome> {
+    let broker = ctx.broker.clone();
+    tokio::task::spawn_blocking(move || change(&broker.grants))
+        .await
+        .map_err(|_| fail(Exit::Internal, "could not keep the grant"))?
         .map_err(grants_failed)
 }
 

@@ -17,7 +17,7 @@ pub(super) struct Attached {
 /// Resolves and opens the topic of a streaming request: the named one, or (for `pub` and
 /// `pipe` without a topic) a fresh random one announced to the client. `-a` sets the
 /// topic's grant first.
-pub(super) fn attach(
+pub(super) async fn attach(
     ctx: &Ctx,
     topic: Option<&Named>,
     grant: &Option<AccessList>,
@@ -39,7 +39,7 @@ pub(super) fn attach(
     };
     let held = ctx.broker.open(key, &ctx.who.user).map_err(refused)?;
     if let Some(list) = grant {
-        set_grant(ctx, &held.topic.key, list)?;
+        set_grant(ctx, &held.topic.key, list).await?;
     }
     if topic.is_none() {
         let name = held.topic.key.name.clone();

@@ -2,7 +2,7 @@
 
 use tracing::info;
 
-use super::access::{denied, grants_failed, owns_grants, resolve};
+use super::access::{change_grants, denied, owns_grants, resolve};
 use super::stdout::{write_all, write_listing};
 use crate::broker::ctx::{Ctx, Outcome, fail};
 use crate::broker::fdio::Fd;
@@ -33,12 +33,12 @@ pub(super) async fn change_grant(
         return Err(denied());
     }
     owns_grants(owner)?;
-    let grants = &ctx.broker.grants;
-    let now = match change {
-        GrantChange::Add => grants.add(owner, &key.name, &g.list.0),
-        GrantChange::Remove => grants.remove(owner, &key.name, &g.list.0),
-    }
-    .map_err(grants_failed)?;
+    let (owner, name, list) = (owner.clone(), key.name.clone(), g.list.0.clone());
+    let now = change_grants(ctx, move |grants| match change {
+        GrantChange::Add => grants.add(&owner, &name, &list),
+        GrantChange::Remove => grants.remove(&owner, &name, &list),
+    })
+    .await?;
     info!(session = ctx.id, topic = %key, ?change, grant = ?now, "grant changed");
     let list: Vec<String> = now.iter().map(|g| g.to_string()).collect();
     let line = if list.is_empty() {

@@ -19,7 +19,7 @@ pub(super) async fn pipe(
     output: Fd,
 ) -> Result<Outcome, Outcome> {
     not_a_drain(ctx, p.topic.as_ref())?;
-    let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access)?;
+    let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access).await?;
     let topic: &Topic = &held.topic;
     let mut feed = ctx.broker.drains.feed(&topic.key);
     let sub = Subscriber::attach(topic, ctx.id, p.replay, false);

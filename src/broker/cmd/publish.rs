@@ -13,7 +13,7 @@ use crate::request::{Dispatch, Pub};
 
 pub(super) async fn publish(ctx: &Ctx, p: &Pub, input: Fd, client: Fd) -> Result<Outcome, Outcome> {
     not_a_drain(ctx, p.topic.as_ref())?;
-    let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access)?;
+    let Attached { held, access } = attach(ctx, p.topic.as_ref(), &p.access).await?;
     let topic: &Topic = &held.topic;
     let work = async {
         publish_to(ctx, p, topic, &input, &client)

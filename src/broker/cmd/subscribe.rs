@@ -30,7 +30,7 @@ pub(super) async fn subscribe(ctx: &Ctx, s: &Sub, output: Fd) -> Result<Outcome,
     if s.topic.name.is_pattern() {
         return wildcard(ctx, s, output).await;
     }
-    let Attached { held, access } = attach(ctx, Some(&s.topic), &s.access)?;
+    let Attached { held, access } = attach(ctx, Some(&s.topic), &s.access).await?;
     let sub = Subscriber::attach(&held.topic, ctx.id, false, !s.keep);
     let work = deliver(ctx, &sub, &output, s.lines);
     Ok(unless_revoked(ctx, &held.topic.key, access, work).await)
