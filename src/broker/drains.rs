@@ -254,15 +254,18 @@ impl Drain {
     }
 
     /// Whether `who` sees every line: root, a listed admin, or a member of the admin
-    /// group. May read the group database: call it off the async threads.
+    /// group. Group membership is a Unix account's: a name the service account asserted
+    /// is not looked up, or a key user named like a member would inherit it. May read
+    /// the group database: call it off the async threads.
     pub fn is_admin(&self, who: &Identity) -> bool {
         who.admin
             || self.spec.admins.contains(&who.user)
-            || self
-                .spec
-                .admin_group
-                .as_deref()
-                .is_some_and(|g| in_group(&who.user, g))
+            || (who.unix
+                && self
+                    .spec
+                    .admin_group
+                    .as_deref()
+                    .is_some_and(|g| in_group(&who.user, g)))
     }
 
     /// Adds a watcher: `admin` ones get every line, others the lines naming `user`.
@@ -801,6 +804,34 @@ mod tests {
         let drains = Drains::new(&[spec]);
         let budget = drains.all[0].budget.clone();
         (drains, budget)
+    }
+
+    /// Issue 11, defect 4: `admin_group` is a Unix group, so only a Unix account's
+    /// identity is looked up in it; a key user asserted under the same name is not.
+    #[test]
+    fn the_admin_group_admits_unix_accounts_only() {
+        let spec = DrainSpec {
+            name: "logs".into(),
+            feeds: vec![("svc".into(), "feed".into())],
+            format: super::super::config::DrainFormat::Json,
+            scope: vec!["user".into()],
+            hidden: "hidden".into(),
+            admins: vec![],
+            // root's primary group: root is a member on every system.
+            admin_group: Some("root".into()),
+            max_line: 1024,
+            events: true,
+        };
+        let drains = Drains::new(&[spec]);
+        let drain = drains.get("logs").unwrap();
+        let root = |unix| Identity {
+            user: "root".into(),
+            key: None,
+            admin: false,
+            unix,
+        };
+        assert!(drain.is_admin(&root(true)));
+        assert!(!drain.is_admin(&root(false)));
     }
 
     fn feed_key() -> TopicKey {

@@ -301,6 +301,7 @@ mod tests {
             user: user.into(),
             key: key.map(str::to_string),
             admin: false,
+            unix: false,
         }
     }
 

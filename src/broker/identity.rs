@@ -2,7 +2,9 @@
 //! string never carries identity (piped(8), DESCRIPTION).
 //!
 //! - The service account (`pipe`, whose authorized_keys lines are written by `pipe-admin`)
-//!   may assert `--user NAME --key FP`: the admin wrote those words, not the client.
+//!   may assert `--user NAME --key FP`: the admin wrote those words, not the client. The
+//!   name is never `root` nor the service account's own: those are Unix accounts with
+//!   namespaces of their own, which a key line must not reach (piped(8), DESCRIPTION).
 //! - Any other uid is its own Unix user name; asserting a different name is refused.
 //! - uid 0 is the admin.
 
@@ -17,6 +19,9 @@ pub struct Identity {
     /// The key fingerprint the admin's key line named, when there is one.
     pub key: Option<String>,
     pub admin: bool,
+    /// The peer's own Unix account (not a name the service account asserted): only such
+    /// an identity is looked up in the group database (a drain's `admin_group`).
+    pub unix: bool,
 }
 
 /// Every identity failure (exit 3): one message, the same for all causes, so a probe learns
@@ -24,6 +29,9 @@ pub struct Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("access denied")]
 pub struct Denied;
+
+/// The administrator's account name, which no asserted identity may take.
+const ROOT: &str = "root";
 
 /// Resolves the peer. `asserted` is the `(user, key)` a forced command put in the hello.
 pub fn resolve(
@@ -40,6 +48,9 @@ pub fn resolve(
     match asserted_user {
         Some(name) if Some(uid) == service_uid => {
             let name = UserName::new(name).map_err(|_| Denied)?;
+            if name.as_str() == ROOT || name.as_str() == own {
+                return Err(Denied);
+            }
             // The key is the admin's too, but grants will match on it: only a well-formed
             // fingerprint is taken.
             if let Some(key) = asserted_key {
@@ -51,6 +62,7 @@ pub fn resolve(
                 user: name.as_str().to_string(),
                 key: asserted_key.map(str::to_string),
                 admin: false,
+                unix: false,
             })
         }
         Some(name) if name != own => Err(Denied),
@@ -63,6 +75,7 @@ pub fn resolve(
             user: own,
             key: None,
             admin: uid == 0,
+            unix: true,
         }),
     }
 }
@@ -93,5 +106,18 @@ mod tests {
         assert_eq!(plain.user, myname);
         let same = resolve(me, None, Some(&myname), None).unwrap();
         assert_eq!(same.user, myname);
+        assert!(same.unix && !as_service.unix);
+    }
+
+    /// Issue 11, defect 4: a key line cannot make its user `root` or the service account.
+    #[test]
+    fn an_asserted_name_is_never_root_nor_the_service_account() {
+        let me = nix::unistd::getuid().as_raw();
+        let myname = nix::unistd::User::from_uid(me.into())
+            .unwrap()
+            .unwrap()
+            .name;
+        assert_eq!(resolve(me, Some(me), Some("root"), None), Err(Denied));
+        assert_eq!(resolve(me, Some(me), Some(&myname), None), Err(Denied));
     }
 }

@@ -427,6 +427,33 @@ fn a_service_account_key_line_without_user_is_refused() {
     }
 }
 
+/// Issue 11, defect 4: a service-account key line that names `root` or the service
+/// account itself is refused, so no key reaches those accounts' namespaces (before, `whoami`
+/// printed `root`).
+#[test]
+fn a_service_account_key_line_naming_root_or_itself_is_refused() {
+    let t = Team::start(Mode::ServiceAccount);
+    for name in ["root", SERVICE_USER] {
+        let key = t.h.new_key(&format!("as-{name}"));
+        t.h.authorize(
+            SERVICE_USER,
+            &format!(
+                "restrict,command=\"{} --user {name}\" {}",
+                t.h.forced_command(),
+                key.public
+            ),
+        );
+        let alias = Login {
+            account: SERVICE_USER.to_string(),
+            key,
+        };
+        for req in ["whoami", "sub x", "ls"] {
+            let out = t.h.run_as(&alias, req, b"", SHORT);
+            assert_refused(&out, 3, ACCESS_DENIED, &format!("--user {name}: {req}"));
+        }
+    }
+}
+
 /// `ForceCommand` mode: a key sshd accepts (it is in authorized_keys) but that the key
 /// directory does not know is nobody; removing a key from the directory locks it out even
 /// while its line is still in authorized_keys.
