@@ -263,6 +263,10 @@ struct State {
     rate: Option<Rate>,
     rr_next: usize,
     next_sub: SubId,
+    /// Per publishing session: round-robin bytes a departed receiver had been handed but
+    /// that could not be handed on (the rest of a line it stopped in, or no receiver
+    /// left), for the publisher to say on its stderr.
+    unhanded: Vec<(SessionId, u64)>,
 }
 
 /// Counters for `ls`.
@@ -425,8 +429,9 @@ impl Topic {
     }
 
     /// Removes a subscriber. Round-robin chunks it was given but had not started are handed
-    /// to the others (and the unwritten rest of one it stopped in at a line end), so a
-    /// departing receiver loses none of the work queue.
+    /// to the others, and so is the unwritten rest of one it stopped in, from the next line
+    /// boundary: a departing receiver loses only the rest of the line it was writing, which
+    /// is counted for the publisher ([`Topic::take_unhanded`]).
     pub fn detach_sub(&self, id: SubId) {
         let mut st = self.lock();
         let Some(i) = st.subs.iter().position(|s| s.id == id) else {
@@ -434,19 +439,35 @@ impl Topic {
         };
         let gone = st.subs.swap_remove(i);
         let mut orphans = Vec::new();
+        let mut unhanded = Vec::new();
         for c in st.chunks.iter_mut() {
             if c.target != Target::One(id) || c.end() <= gone.pos {
                 continue;
             }
-            let from = gone.pos.saturating_sub(c.start) as usize;
-            if from > 0 && c.data.get(from - 1) != Some(&b'\n') {
-                // Cut mid-line: handing on the rest would give someone half a line.
-                continue;
+            let rest = c.data.slice(gone.pos.saturating_sub(c.start) as usize..);
+            // Stopped mid-line: the start of that line went out with the departed receiver,
+            // so whoever gets the rest gets whole lines only, from the next one on.
+            let cut_mid_line = rest.len() < c.data.len()
+                && c.data.get(c.data.len() - rest.len() - 1) != Some(&b'\n');
+            let skip = if cut_mid_line {
+                rest.iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1)
+            } else {
+                0
+            };
+            if skip > 0 {
+                unhanded.push((c.origin, skip as u64));
             }
-            orphans.push((c.origin, c.data.slice(from..)));
+            if skip < rest.len() {
+                orphans.push((c.origin, rest.slice(skip..)));
+            }
             self.budget.sub(c.data.len());
             c.data = Bytes::new();
             c.target = Target::Void;
+        }
+        for (origin, bytes) in unhanded {
+            Self::count_unhanded(&mut st, origin, bytes);
         }
         for (origin, data) in orphans {
             self.hand_on(&mut st, origin, data);
@@ -454,6 +475,20 @@ impl Topic {
         self.trim(&mut st);
         drop(st);
         self.changed.notify_waiters();
+    }
+
+    fn count_unhanded(st: &mut State, origin: SessionId, bytes: u64) {
+        match st.unhanded.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, n)) => *n += bytes,
+            None => st.unhanded.push((origin, bytes)),
+        }
+    }
+
+    /// Round-robin bytes of `origin`'s that could not be handed on since the last call.
+    pub fn take_unhanded(&self, origin: SessionId) -> u64 {
+        let mut st = self.lock();
+        let i = st.unhanded.iter().position(|(o, _)| *o == origin);
+        i.map_or(0, |i| st.unhanded.swap_remove(i).1)
     }
 
     /// Re-publishes a departed round-robin receiver's chunk to the next receiver. One that
@@ -469,6 +504,7 @@ impl Topic {
         });
         let Some(target) = target else {
             warn!(topic = %self.key, bytes = data.len(), "round-robin data lost: no receiver left");
+            Self::count_unhanded(st, origin, data.len() as u64);
             return;
         };
         self.push(st, data, origin, Target::One(target));
@@ -1067,5 +1103,31 @@ mod tests {
         t.advance(a.id, slices[0].0 + 2);
         t.detach_sub(a.id);
         assert_eq!(drain(&t, b.id), b"y\n");
+        assert_eq!(t.take_unhanded(9), 0, "nothing was cut");
+    }
+
+    /// Issue 11, defect 2: a receiver that leaves after a write that stopped mid-line hands
+    /// on the rest of its chunk from the next line; only the rest of the cut line is not
+    /// handed on, and the publisher is told how much.
+    #[test]
+    fn a_chunk_cut_mid_line_is_handed_on_from_the_next_line() {
+        let t = topic(1 << 20);
+        let a = t.attach_sub(1, false, true);
+        let b = t.attach_sub(2, false, true);
+        t.try_append(
+            9,
+            &Bytes::from_static(b"one\ntwo\nthree\n"),
+            Dispatch::RoundRobin,
+            true,
+        );
+        let Fetch::Data { slices, .. } = t.fetch(a.id) else {
+            panic!("a had data");
+        };
+        // `a`'s pipe took "one\ntw" and it left.
+        t.advance(a.id, slices[0].0 + 6);
+        t.detach_sub(a.id);
+        assert_eq!(drain(&t, b.id), b"three\n");
+        assert_eq!(t.take_unhanded(9), 2, "the rest of \"two\\n\": \"o\\n\"");
+        assert_eq!(t.take_unhanded(9), 0, "taken once");
     }
 }

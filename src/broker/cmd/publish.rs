@@ -54,6 +54,14 @@ async fn publish_to(
         // leaves early still finds a taker.
         let out = finish_publishing(ctx, topic, end).await;
         drop(publisher);
+        // Never lost silently (pipe(1), `-d`): the rest of a line a departed worker was
+        // writing cannot go to another, and nor can a share nobody is left to take.
+        let unhanded = topic.take_unhanded(ctx.id);
+        if unhanded > 0 {
+            ctx.status(format!(
+                "{unhanded} bytes could not be handed on from a departed round-robin receiver"
+            ));
+        }
         Ok(out)
     } else {
         // Leaving first lets plain subscribers end as soon as they have it all.
