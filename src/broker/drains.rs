@@ -789,8 +789,9 @@ mod tests {
         assert_eq!(sc(r#"{"us\u0065r":"alice"}"#).unwrap().users, ["alice"]);
     }
 
-    fn drains(max_line: usize) -> (Drains, Arc<Budget>) {
-        let spec = DrainSpec {
+    /// The drain `logs` of the feed `svc/feed`.
+    fn spec(max_line: usize) -> DrainSpec {
+        DrainSpec {
             name: "logs".into(),
             feeds: vec![("svc".into(), "feed".into())],
             format: super::super::config::DrainFormat::Json,
@@ -800,8 +801,11 @@ mod tests {
             admin_group: None,
             max_line,
             events: true,
-        };
-        let drains = Drains::new(&[spec]);
+        }
+    }
+
+    fn drains(max_line: usize) -> (Drains, Arc<Budget>) {
+        let drains = Drains::new(&[spec(max_line)]);
         let budget = drains.all[0].budget.clone();
         (drains, budget)
     }
@@ -811,16 +815,9 @@ mod tests {
     #[test]
     fn the_admin_group_admits_unix_accounts_only() {
         let spec = DrainSpec {
-            name: "logs".into(),
-            feeds: vec![("svc".into(), "feed".into())],
-            format: super::super::config::DrainFormat::Json,
-            scope: vec!["user".into()],
-            hidden: "hidden".into(),
-            admins: vec![],
             // root's primary group: root is a member on every system.
             admin_group: Some("root".into()),
-            max_line: 1024,
-            events: true,
+            ..spec(1024)
         };
         let drains = Drains::new(&[spec]);
         let drain = drains.get("logs").unwrap();

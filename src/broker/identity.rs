@@ -84,13 +84,19 @@ pub fn resolve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_service_uid_may_assert_a_user() {
-        let me = nix::unistd::getuid().as_raw();
-        let myname = nix::unistd::User::from_uid(me.into())
+    /// This process's uid and user name.
+    fn me() -> (u32, String) {
+        let uid = nix::unistd::getuid().as_raw();
+        let name = nix::unistd::User::from_uid(uid.into())
             .unwrap()
             .unwrap()
             .name;
+        (uid, name)
+    }
+
+    #[test]
+    fn only_the_service_uid_may_assert_a_user() {
+        let (me, myname) = me();
         let key = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
         let as_service = resolve(me, Some(me), Some("alice"), Some(key)).unwrap();
         assert_eq!(as_service.user, "alice");
@@ -112,11 +118,7 @@ mod tests {
     /// Issue 11, defect 4: a key line cannot make its user `root` or the service account.
     #[test]
     fn an_asserted_name_is_never_root_nor_the_service_account() {
-        let me = nix::unistd::getuid().as_raw();
-        let myname = nix::unistd::User::from_uid(me.into())
-            .unwrap()
-            .unwrap()
-            .name;
+        let (me, myname) = me();
         assert_eq!(resolve(me, Some(me), Some("root"), None), Err(Denied));
         assert_eq!(resolve(me, Some(me), Some(&myname), None), Err(Denied));
     }
