@@ -403,28 +403,35 @@ fn a_key_line_asserting_user_from_a_non_service_account_is_refused() {
     assert_eq!((c.subscribers, c.publishers, c.bytes), (1, 0, 0), "{c:?}");
 }
 
+/// Writes a hand-made line into the service account's authorized_keys that runs
+/// pipe-shell with `options` (not pipe-admin's), and checks that every request through it
+/// is refused like a stranger's.
+fn assert_service_line_refused(t: &Team, key_name: &str, options: &str) {
+    let key = t.h.new_key(key_name);
+    t.h.authorize(
+        SERVICE_USER,
+        &format!(
+            "restrict,command=\"{}{options}\" {}",
+            t.h.forced_command(),
+            key.public
+        ),
+    );
+    let login = Login {
+        account: SERVICE_USER.to_string(),
+        key,
+    };
+    for req in ["whoami", "sub x", "ls"] {
+        let out = t.h.run_as(&login, req, b"", SHORT);
+        assert_refused(&out, 3, ACCESS_DENIED, &format!("'{options}': {req}"));
+    }
+}
+
 /// A line in the service account's authorized_keys that runs pipe-shell without `--user`
 /// (hand-written, not pipe-admin's) is nobody: refused, not the service account itself.
 #[test]
 fn a_service_account_key_line_without_user_is_refused() {
     let t = Team::start(Mode::ServiceAccount);
-    let key = t.h.new_key("bare");
-    t.h.authorize(
-        SERVICE_USER,
-        &format!(
-            "restrict,command=\"{}\" {}",
-            t.h.forced_command(),
-            key.public
-        ),
-    );
-    let bare = Login {
-        account: SERVICE_USER.to_string(),
-        key,
-    };
-    for req in ["whoami", "sub x", "ls"] {
-        let out = t.h.run_as(&bare, req, b"", SHORT);
-        assert_refused(&out, 3, ACCESS_DENIED, &format!("no --user: {req}"));
-    }
+    assert_service_line_refused(&t, "bare", "");
 }
 
 /// Issue 11, defect 4: a service-account key line that names `root` or the service
@@ -434,23 +441,7 @@ fn a_service_account_key_line_without_user_is_refused() {
 fn a_service_account_key_line_naming_root_or_itself_is_refused() {
     let t = Team::start(Mode::ServiceAccount);
     for name in ["root", SERVICE_USER] {
-        let key = t.h.new_key(&format!("as-{name}"));
-        t.h.authorize(
-            SERVICE_USER,
-            &format!(
-                "restrict,command=\"{} --user {name}\" {}",
-                t.h.forced_command(),
-                key.public
-            ),
-        );
-        let alias = Login {
-            account: SERVICE_USER.to_string(),
-            key,
-        };
-        for req in ["whoami", "sub x", "ls"] {
-            let out = t.h.run_as(&alias, req, b"", SHORT);
-            assert_refused(&out, 3, ACCESS_DENIED, &format!("--user {name}: {req}"));
-        }
+        assert_service_line_refused(&t, &format!("as-{name}"), &format!(" --user {name}"));
     }
 }
 
